@@ -1,0 +1,179 @@
+"""The one settings object. Every option is read from the environment with the
+``UEBA_`` prefix (nested with ``__``, e.g. ``UEBA_KAFKA__BOOTSTRAP_SERVERS``),
+from a ``.env`` file, or from files in ``UEBA_SECRETS_DIR`` for secrets.
+
+Values that do not parse are errors, never silent defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+
+class SecurityProtocol(str, Enum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class TopicSettings(BaseModel):
+    access: str = "ueba.access"
+    api: str = "ueba.api"
+    telemetry: str = "ueba.telemetry"
+    alerts: str = "ueba.alerts"
+    risk: str = "ueba.risk"
+    deadletter: str = "ueba.deadletter"
+    partitions: int = Field(4, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1, le=16)
+
+    def inputs(self) -> dict[str, str]:
+        """Stream kind -> topic name for the three input streams."""
+        return {"access": self.access, "api": self.api, "telemetry": self.telemetry}
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "KafkaSettings":
+        if self.security_protocol in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL):
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError("SASL needs kafka.sasl_username and kafka.sasl_password")
+        return self
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL)
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL)
+
+    def confluent_config(self) -> dict[str, str]:
+        """librdkafka configuration for confluent-kafka clients."""
+        conf: dict[str, str] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol.value,
+        }
+        if self.uses_sasl:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        if self.uses_tls:
+            if self.ssl_cafile:
+                conf["ssl.ca.location"] = str(self.ssl_cafile)
+            if self.ssl_certfile:
+                conf["ssl.certificate.location"] = str(self.ssl_certfile)
+            if self.ssl_keyfile:
+                conf["ssl.key.location"] = str(self.ssl_keyfile)
+            conf["ssl.endpoint.identification.algorithm"] = "https" if self.ssl_check_hostname else "none"
+        return conf
+
+    def faust_broker_url(self) -> str:
+        return "kafka://" + ";".join(self.bootstrap_servers.split(","))
+
+    def faust_credentials(self):  # -> faust.types.auth.CredentialsT | None
+        """Faust credentials object for TLS and/or SASL, or None for plaintext."""
+        import ssl
+
+        import faust
+
+        ctx = None
+        if self.uses_tls:
+            ctx = ssl.create_default_context(
+                purpose=ssl.Purpose.SERVER_AUTH,
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+            )
+            ctx.check_hostname = self.ssl_check_hostname
+            if self.ssl_certfile:
+                ctx.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None)
+        if self.uses_sasl:
+            password = self.sasl_password.get_secret_value() if self.sasl_password else ""
+            if self.sasl_mechanism == "PLAIN":
+                return faust.SASLCredentials(username=self.sasl_username, password=password, ssl_context=ctx)
+            return faust.SASLCredentials(
+                username=self.sasl_username,
+                password=password,
+                ssl_context=ctx,
+                mechanism=self.sasl_mechanism,
+            )
+        if ctx is not None:
+            return faust.SSLCredentials(ctx)
+        return None
+
+
+class SearchSettings(BaseModel):
+    engine: Literal["opensearch", "elasticsearch"] = "opensearch"
+    url: str = "http://127.0.0.1:9200"
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    namespace: str = Field("default", pattern=r"^[a-z0-9_]{1,100}$")
+    request_timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchSettings":
+        if self.api_key is not None and self.username:
+            raise ValueError("set either search.api_key or search.username/password, not both")
+        if self.username and self.password is None:
+            raise ValueError("search.username needs search.password")
+        return self
+
+
+class WorkerSettings(BaseModel):
+    app_id: str = "ai-ueba"
+    data_dir: Path = Path("./.ueba-data")
+    web_port: int = Field(6066, ge=1, le=65535)
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    max_event_bytes: int = Field(262_144, ge=1024)
+    store: str = "rocksdb://"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="UEBA_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        secrets_dir=os.environ.get("UEBA_SECRETS_DIR") or None,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    search: SearchSettings = SearchSettings()
+    worker: WorkerSettings = WorkerSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Load settings once; a malformed value raises ConfigError with the field named."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
