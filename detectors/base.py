@@ -120,3 +120,18 @@ class BatchDetector(Protocol):
     def fit(self, X: Any) -> "BatchDetector": ...
 
     def decision_function(self, X: Any) -> Any: ...
+
+
+#: Every streaming detector class, by ``name``; the contract suite runs on all of them.
+DETECTORS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: add a streaming detector to :data:`DETECTORS`."""
+    name = getattr(cls, "name", None)
+    if not name or not isinstance(name, str):
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    if name in DETECTORS and DETECTORS[name] is not cls:
+        raise ValueError(f"detector name {name!r} is registered twice")
+    DETECTORS[name] = cls
+    return cls
