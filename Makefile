@@ -1,0 +1,38 @@
+# The two commands the README promises work on a fresh machine:
+#   make demo   run the main job (local Kafka + OpenSearch, a worker, a simulated day with attacks)
+#   make test   run every test (starts the services, runs unit + integration tests, stops them)
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: install demo test services-up services-down bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
+	@[ -x $(VENV)/bin/python ] || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip wheel setuptools
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/ueba demo
+
+test: install
+	bash deploy/run-tests.sh
+
+services-up: install
+	bash deploy/local.sh up
+
+services-down:
+	bash deploy/local.sh down
+
+bench: install
+	$(VENV)/bin/python -m detectors.bench
+	$(VENV)/bin/python -m rules.bench
+
+clean:
+	bash deploy/local.sh down || true
+	rm -rf deploy/.work .ueba-data

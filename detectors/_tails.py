@@ -1,0 +1,74 @@
+"""Small shared helpers for the AI-specific scorers (extraction, change, drift).
+
+Tail probabilities, their combination, and defensive reading of event fields.
+Private: ``calibration.py`` is the project-wide calibration module; these are
+the few closed-form tails the AI scorers need on their hot path (all O(1),
+no scipy distribution objects, which cost ~50-100 µs per call).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: Smallest tail probability we report; keeps ``100 * (1 - p)`` strictly below 100
+#: for anything short of overwhelming evidence and keeps ``-log10(p)`` finite.
+P_FLOOR = 1e-15
+
+
+def num(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, bool, str, NaN, inf...)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    return None
+
+
+def normal_sf(z: float) -> float:
+    """Upper tail of the standard normal, P(Z >= z)."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def sidak(p_min: float, k: int) -> float:
+    """Family-wise tail probability of the smallest of ``k`` independent p-values."""
+    if k <= 1:
+        return p_min
+    p_min = min(max(p_min, 0.0), 1.0)
+    if p_min >= 1.0:
+        return 1.0
+    return -math.expm1(k * math.log1p(-p_min))
+
+
+def score_of(p: float) -> float:
+    """The project's calibrated score, ``100 * (1 - p)``, with ``p`` floored."""
+    p = min(max(p, P_FLOOR), 1.0)
+    return 100.0 * (1.0 - p)
+
+
+def surprise(p: float) -> float:
+    """``-log10(p)``: the raw statistic we report next to a combined tail probability."""
+    return -math.log10(min(max(p, P_FLOOR), 1.0))
+
+
+def text(value: Any, limit: int = 64) -> str | None:
+    """A short printable string for an attacker-controlled identifier, or None."""
+    if value is None or isinstance(value, (dict, list, tuple, set)):
+        return None
+    s = str(value)
+    if not s:
+        return None
+    return s[:limit]
+
+
+def fmt(v: float) -> str:
+    """Compact human number for reasons: 1234567 -> '1.23e+06', 0.1234 -> '0.123'."""
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1e5 or a < 1e-3:
+        return f"{v:.3g}"
+    if a >= 100:
+        return f"{v:.0f}"
+    return f"{v:.3g}"

@@ -1,0 +1,189 @@
+"""Exfiltration: unusual volumes read or downloaded by one identity.
+
+Scores the bytes, rows and objects an identity moves out of datasets, model
+artifacts, secrets and buckets (``ueba.transfer.*`` on access events whose
+``event.action`` is not an inbound one such as ``write``/``upload``) per
+window, against its own baseline and, while that is warming up, its peers'.
+Two shapes are caught: a *burst* (one hour far above normal) and a *slow
+drip* (days of moderate excess, each unremarkable on its own), see
+:class:`detectors.baseline.WindowedVolume`.
+
+>>> det = ExfiltrationDetector()
+>>> t0 = 1_700_000_000.0
+>>> for h in range(48):
+...     det.learn_one({"event.action": "download", "ueba.transfer.bytes": 2e6}, t0 + h * 3600)
+>>> det.score_one({"event.action": "download", "ueba.transfer.bytes": 2e6}, t0 + 48 * 3600).score < 90
+True
+>>> round(det.score_one({"event.action": "download", "ueba.transfer.bytes": 5e9}, t0 + 48 * 3600).score, 2)
+100.0
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .base import Explanation, register
+from .baseline import BaselineParams, CoreDetector, WindowedVolume, fmt_amount, num
+from .peers import PeerGroup
+
+__all__ = ["ExfiltrationParams", "ExfiltrationDetector", "TRANSFER_FIELDS", "INBOUND_ACTIONS"]
+
+#: The amounts scored, in this order (index = feature id in the state).
+TRANSFER_FIELDS: tuple[str, ...] = ("ueba.transfer.bytes", "ueba.transfer.rows", "ueba.transfer.objects")
+_UNITS = ("B", " rows", " objects")
+_KEYS = tuple("exfiltration." + f.rsplit(".", 1)[1] for f in TRANSFER_FIELDS)
+
+#: Actions that bring data *in*; their transfer amounts are not exfiltration.
+INBOUND_ACTIONS = frozenset({"write", "upload", "put", "create", "delete", "login", "logout"})
+
+
+@dataclass(frozen=True, slots=True)
+class ExfiltrationParams(BaselineParams):
+    """Hyperparameters of :class:`ExfiltrationDetector`.
+
+    Attributes
+    ----------
+    window : float
+        Burst window in seconds (epoch-aligned tumbling).
+    warmup : int
+        Closed *active* windows before the identity's own baseline is used.
+    min_log_std : float
+        Floor on the spread of ``log1p(volume)`` (0.5 ~ a factor 1.65).
+    drip_k : float
+        CUSUM allowance in standard deviations per day.
+    drip_warmup : int
+        Active days before the slow-drip test runs.
+    """
+
+    window: float = 3600.0
+    warmup: int = 24
+    half_life: float = 14 * 86400.0
+    min_log_std: float = 0.5
+    drip_k: float = 0.5
+    drip_warmup: int = 7
+
+
+@register
+class ExfiltrationDetector(CoreDetector):
+    """Per-identity read/download volume per hour (bursts) and per day (slow drip).
+
+    Units: bytes, rows, objects from ``ueba.transfer.*``; time in seconds.
+    Score: 0-100, higher = larger excess over baseline (low volume scores ~0).
+    Warm-up: 0 until ``warmup`` active hours are learned, unless a peer or
+    global baseline with ``peer_min_n`` windows exists.
+    """
+
+    __slots__ = ("vols",)
+
+    name: ClassVar[str] = "exfiltration"
+    Params: ClassVar[type] = ExfiltrationParams
+    entity_type: ClassVar[str] = "user"
+    title: ClassVar[str] = "Unusual data volume read or downloaded"
+    techniques: ClassVar[tuple[str, ...]] = ("T1530", "T1567", "AML.T0025")
+
+    def __init__(self, params: ExfiltrationParams | None = None) -> None:
+        super().__init__(params)
+        self.vols: list[WindowedVolume | None] = [None, None, None]
+
+    def _assess(self, x: dict[str, Any], ts: float, peers: PeerGroup | None) -> tuple[float, float, Any]:
+        act = x.get("event.action")
+        if (type(act) is str and act in INBOUND_ACTIONS) or x.get("event.outcome") == "failure":
+            return 0.0, 0.0, None
+        prm = self.params
+        best = 0.0
+        raw = 0.0
+        ctx = None
+        vols = self.vols
+        for i in range(3):
+            v = x.get(TRANSFER_FIELDS[i])
+            if v is None:
+                continue
+            v = num(v)
+            if v is None:
+                continue
+            vol = vols[i]
+            if vol is None:
+                # Cold start: nothing of our own yet, the peers may still judge.
+                vol = _EMPTY
+            total = vol.total_if(v, ts, prm.window)
+            ref = None
+            if peers is not None and vol.base.n < prm.warmup:
+                ref = peers.lookup(_KEYS[i], prm.peer_min_n)[0]
+            s, z = vol.burst(total, prm, ref)
+            if s > best:
+                best, raw, ctx = s, z, (i, 0, total, ref is not None)
+            if vol.day >= 0:
+                s, c = vol.drip(v, ts, prm)
+                if s > best:
+                    best, raw, ctx = s, c, (i, 1, v if int(ts // 86400.0) != vol.day else vol.day_sum + v, False)
+        return best, raw, ctx
+
+    def _learn(self, x: dict[str, Any], ts: float, peers: PeerGroup | None, score: float, ctx: Any) -> None:
+        act = x.get("event.action")
+        if (type(act) is str and act in INBOUND_ACTIONS) or x.get("event.outcome") == "failure":
+            return
+        prm = self.params
+        vols = self.vols
+        for i in range(3):
+            v = x.get(TRANSFER_FIELDS[i])
+            if v is None:
+                continue
+            v = num(v)
+            if v is None:
+                continue
+            vol = vols[i]
+            if vol is None:
+                vol = vols[i] = WindowedVolume(prm.half_life, day=True)
+            vol.add(v, ts, prm, peers, _KEYS[i])
+
+    def _explain(self, ctx: Any, peers: PeerGroup | None) -> Explanation:
+        i, kind, total, vs_peers = ctx
+        vol = self.vols[i] or _EMPTY
+        unit = _UNITS[i]
+        base = vol.baseline_dict()
+        prm = self.params
+        peer = WindowedVolume.peers_dict(total, peers, _KEYS[i], prm.peer_min_n)
+        if kind == 0:
+            ref = peer if vs_peers and peer else base
+            center = ref.get("center") or 0.0
+            ratio = f"{total / center:.1f}x" if center > 0 else "far above"
+            whose = f"its peer group {peer['group']!r}" if vs_peers and peer else "this identity"
+            reason = (
+                f"Read {fmt_amount(total, unit)} in the current {prm.window / 3600:g} h window, "
+                f"{ratio} the usual {fmt_amount(center, unit)} per active window of {whose}."
+            )
+            window = f"{prm.window / 3600:g}h"
+        else:
+            center = math.expm1(vol.dbase.mean)
+            base = {"center": round(center, 3), "spread_log": round(math.sqrt(vol.dbase.var), 4),
+                    "n": vol.dbase.n, "cusum": round(vol.cusum, 3)}
+            reason = (
+                f"Sustained excess: {fmt_amount(total, unit)} today after days above the usual "
+                f"{fmt_amount(center, unit)} per active day (slow-drip CUSUM)."
+            )
+            window = "1d"
+        return Explanation(TRANSFER_FIELDS[i], total, base, peer, window, reason)
+
+    def _pack(self) -> bytes:
+        flags = 0
+        parts = []
+        for i, v in enumerate(self.vols):
+            if v is not None:
+                flags |= 1 << i
+                parts.append(v.to_bytes())
+        return bytes((flags,)) + b"".join(parts)
+
+    def _unpack(self, data: bytes) -> None:
+        flags = data[0]
+        o = 1
+        size = WindowedVolume.SIZE_DAY
+        for i in range(3):
+            if flags & (1 << i):
+                self.vols[i] = WindowedVolume.from_bytes(data[o : o + size], self.params.half_life)
+                o += size
+
+
+# Shared read-only stand-in for a feature the identity has never shown.
+_EMPTY = WindowedVolume(1.0, day=False)

@@ -1,0 +1,764 @@
+"""Compile pySigma detections into Python closures over flat ECS dicts.
+
+pySigma parses (values, modifiers, condition grammar); this module turns the
+result into matchers ``fn(flat, lc) -> bool`` that run once per event.
+
+``flat`` is ``Event.flat``; ``lc`` is a per-event scratch dict: the lowered
+text of string fields already lowered by another rule (so a 4 kB prompt is
+lowered once per event, not once per rule) and the event time under
+:data:`TS_KEY`.
+
+Matching semantics (documented in ``rules/__init__.py``, pinned by
+``tests/files/rules/modifier_semantics.yml``):
+
+* strings: case-insensitive unless ``cased``; ``*``/``?`` wildcards, ``\\*``,
+  ``\\?`` and ``\\\\`` escapes; a pattern matches the whole value.
+* a list-valued event field matches if any element matches.
+* numbers match numbers and numeric strings by value; strings are matched
+  against the decimal text of numbers and ``true``/``false`` of booleans.
+* ``null`` matches a missing field, ``None`` and ``[]``; ``''`` only ``''``.
+* keywords (field-less values) match as case-insensitive substrings of any
+  string value of the event.
+* ``re`` searches (unanchored, case-sensitive unless ``i``).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sigma.conditions import (
+    ConditionAND,
+    ConditionIdentifier,
+    ConditionItem,
+    ConditionNOT,
+    ConditionOR,
+    ConditionSelector,
+)
+from sigma.rule.detection import SigmaDetection, SigmaDetectionItem
+from sigma.types import (
+    CompareOperators,
+    Placeholder,
+    SigmaBool,
+    SigmaCasedString,
+    SigmaCIDRExpression,
+    SigmaCompareExpression,
+    SigmaExists,
+    SigmaExpansion,
+    SigmaFieldReference,
+    SigmaNull,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaRegularExpressionFlag,
+    SigmaString,
+    SigmaTimestampPart,
+    SpecialChars,
+    TimestampPart,
+)
+
+Matcher = Callable[[dict, dict], bool]
+TS_KEY = "\x00ts"
+_MISSING = object()
+
+
+class UnsupportedError(ValueError):
+    """A construct the matcher cannot evaluate faithfully; the rule must not load."""
+
+
+# --- derived fields -------------------------------------------------------------
+
+
+def _hour_utc(ts: float) -> int:
+    return int(ts // 3600) % 24
+
+
+def _weekday(ts: float) -> int:
+    # ISO weekday, 1 = Monday ... 7 = Sunday; 1970-01-01 was a Thursday (4).
+    return (int(ts // 86400) + 3) % 7 + 1
+
+
+#: Fields the engine derives from the event time when the event does not carry
+#: them. The runtime may add them to ``Event.flat`` itself; then those win.
+DERIVED_FIELDS: dict[str, Callable[[float], Any]] = {
+    "ueba.time.hour_utc": _hour_utc,
+    "ueba.time.weekday": _weekday,
+}
+
+
+def _ts_part(part: TimestampPart) -> Callable[[float], int]:
+    def f(ts: float) -> int:
+        t = time.gmtime(ts)
+        if part is TimestampPart.MINUTE:
+            return t.tm_min
+        if part is TimestampPart.HOUR:
+            return t.tm_hour
+        if part is TimestampPart.DAY:
+            return t.tm_mday
+        if part is TimestampPart.WEEK:
+            return int(time.strftime("%V", t))
+        if part is TimestampPart.MONTH:
+            return t.tm_mon
+        return t.tm_year
+
+    return f
+
+
+# --- scalar helpers ---------------------------------------------------------------
+
+_NUMERIC_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def as_text(v: Any) -> str | None:
+    """The text a string pattern is matched against, None for non-scalars."""
+    t = type(v)
+    if t is str:
+        return v
+    if t is bool:
+        return "true" if v else "false"
+    if t is int or t is float:
+        return str(v)
+    return None
+
+
+def as_number(v: Any) -> float | int | None:
+    t = type(v)
+    if t is int or t is float:
+        return v
+    if t is str and _NUMERIC_RE.fullmatch(v.strip()):
+        return float(v)
+    return None
+
+
+@functools.lru_cache(maxsize=65_536)
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+# --- value predicates: pred(raw, low) -> bool ----------------------------------
+# raw: one scalar event value (never a list); low: raw.lower() if raw is a str
+# (taken from the per-event cache), else None.
+
+Pred = Callable[[Any, "str | None"], bool]
+
+
+def _merge_parts(s: SigmaString) -> list[Any]:
+    out: list[Any] = []
+    for p in s.s:
+        if isinstance(p, Placeholder):
+            raise UnsupportedError(f"unsupported: placeholder %{p.name}% (expand modifier)")
+        if isinstance(p, str) and out and isinstance(out[-1], str):
+            out[-1] += p
+        elif not (isinstance(p, str) and p == ""):
+            out.append(p)
+    return out
+
+
+def string_shape(s: SigmaString, cased: bool) -> tuple[str, Any]:
+    """Classify a Sigma string: eq, contains, startswith, endswith, any or regex."""
+    parts = _merge_parts(s)
+    if not cased:
+        parts = [p.lower() if isinstance(p, str) else p for p in parts]
+    M = SpecialChars.WILDCARD_MULTI
+    n = len(parts)
+    if n == 0:
+        return "eq", ""
+    if all(isinstance(p, str) for p in parts):
+        return "eq", parts[0]
+    if n == 1 and parts[0] is M:
+        return "any", None
+    if n == 2 and parts[0] is M and isinstance(parts[1], str):
+        return "endswith", parts[1]
+    if n == 2 and parts[1] is M and isinstance(parts[0], str):
+        return "startswith", parts[0]
+    if n == 3 and parts[0] is M and parts[2] is M and isinstance(parts[1], str):
+        return "contains", parts[1]
+    rx = "".join(
+        re.escape(p) if isinstance(p, str) else (".*" if p is M else ".") for p in parts
+    )
+    return "regex", re.compile(rx, re.DOTALL)
+
+
+def _string_pred(s: SigmaString, cased: bool) -> Pred:
+    kind, pat = string_shape(s, cased)
+    if kind == "eq":
+        op = pat.__eq__
+    elif kind == "contains":
+        op = lambda t, p=pat: p in t  # noqa: E731
+    elif kind == "startswith":
+        op = lambda t, p=pat: t.startswith(p)  # noqa: E731
+    elif kind == "endswith":
+        op = lambda t, p=pat: t.endswith(p)  # noqa: E731
+    elif kind == "any":
+        op = lambda t: True  # noqa: E731
+    else:
+        fm = pat.fullmatch
+        op = lambda t: fm(t) is not None  # noqa: E731
+
+    if cased:
+
+        def pred(raw: Any, low: str | None) -> bool:
+            t = raw if low is not None else as_text(raw)
+            return t is not None and op(t)
+
+    else:
+
+        def pred(raw: Any, low: str | None) -> bool:
+            if low is None:
+                t = as_text(raw)
+                if t is None:
+                    return False
+                low = t.lower()
+            return op(low)
+
+    return pred
+
+
+def _number_pred(n: int | float) -> Pred:
+    def pred(raw: Any, low: str | None) -> bool:
+        x = as_number(raw)
+        return x is not None and x == n
+
+    return pred
+
+
+def _bool_pred(b: bool) -> Pred:
+    text = "true" if b else "false"
+
+    def pred(raw: Any, low: str | None) -> bool:
+        if type(raw) is bool:
+            return raw is b
+        return low is not None and low == text
+
+    return pred
+
+
+_CMP = {
+    CompareOperators.LT: lambda x, n: x < n,
+    CompareOperators.LTE: lambda x, n: x <= n,
+    CompareOperators.GT: lambda x, n: x > n,
+    CompareOperators.GTE: lambda x, n: x >= n,
+    CompareOperators.NEQ: lambda x, n: x != n,
+}
+
+
+def _compare_pred(c: SigmaCompareExpression) -> Pred:
+    op = _CMP[c.op]
+    n = c.number.number
+
+    def pred(raw: Any, low: str | None) -> bool:
+        x = as_number(raw)
+        return x is not None and op(x, n)
+
+    return pred
+
+
+def _regex_pred(r: SigmaRegularExpression) -> Pred:
+    flags = 0
+    for f in r.flags:
+        flags |= SigmaRegularExpression.sigma_to_python_flags[f]
+    try:
+        rx = re.compile(str(r.regexp), flags)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {str(r.regexp)!r}: {exc}") from None
+    search = rx.search
+
+    def pred(raw: Any, low: str | None) -> bool:
+        t = raw if low is not None else as_text(raw)
+        return t is not None and search(t) is not None
+
+    return pred
+
+
+def _cidr_pred(c: SigmaCIDRExpression) -> Pred:
+    net = c.network
+
+    def pred(raw: Any, low: str | None) -> bool:
+        if low is None:
+            return False
+        ip = _ip(raw)
+        return ip is not None and ip.version == net.version and ip in net
+
+    return pred
+
+
+def value_pred(v: Any, keyword: bool = False) -> Pred:
+    """Predicate for one pySigma value (after modifiers)."""
+    if isinstance(v, SigmaExpansion):
+        preds = [value_pred(x, keyword) for x in v.values]
+        return lambda raw, low: any(p(raw, low) for p in preds)
+    if isinstance(v, SigmaString):
+        cased = isinstance(v, SigmaCasedString)
+        if keyword:
+            # A keyword is a full-text term: match it anywhere in a value.
+            parts = _merge_parts(v)
+            if not parts or parts[0] is not SpecialChars.WILDCARD_MULTI:
+                v = SpecialChars.WILDCARD_MULTI + v
+            if not parts or parts[-1] is not SpecialChars.WILDCARD_MULTI:
+                v = v + SpecialChars.WILDCARD_MULTI
+        return _string_pred(v, cased)
+    if isinstance(v, SigmaTimestampPart):
+        raise UnsupportedError("unsupported: timestamp part modifiers on a field other than @timestamp")
+    if isinstance(v, SigmaNumber):
+        return _number_pred(v.number)
+    if isinstance(v, SigmaBool):
+        return _bool_pred(bool(v.boolean))
+    if isinstance(v, SigmaCompareExpression):
+        return _compare_pred(v)
+    if isinstance(v, SigmaRegularExpression):
+        return _regex_pred(v)
+    if isinstance(v, SigmaCIDRExpression):
+        return _cidr_pred(v)
+    raise UnsupportedError(f"unsupported: value type {type(v).__name__}")
+
+
+# --- compiled detection tree -------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CompiledItem:
+    """One ``field|modifiers: values`` entry, compiled."""
+
+    fn: Matcher
+    key: str  # as written, e.g. "ueba.gen_ai.prompt|contains|all"
+    field: str | None
+    values: list[str]  # rule values, for explanations
+    required: frozenset[str] = frozenset()
+    index: tuple[str, frozenset[str]] | None = None  # (field, lowered exact values)
+    line: int = 0
+
+    def witness(self, flat: dict, lc: dict) -> tuple[str | None, Any]:
+        """(field, event value) that made this item true, for explanations."""
+        if self.field is not None:
+            v = flat.get(self.field, _MISSING)
+            if v is _MISSING and self.field in DERIVED_FIELDS:
+                v = DERIVED_FIELDS[self.field](lc[TS_KEY])
+            return self.field, (None if v is _MISSING else v)
+        probe = self.fn
+        for k, v in flat.items():
+            if probe({k: v}, {TS_KEY: lc.get(TS_KEY)}):
+                return k, v
+        return None, None
+
+
+@dataclass(slots=True)
+class CompiledDetection:
+    fn: Matcher
+    items: list[Any]  # CompiledItem | CompiledDetection
+    any_of: bool
+    required: frozenset[str] = frozenset()
+    index: tuple[str, frozenset[str]] | None = None
+
+
+def _field_matcher(fld: str, test: Callable[[Any, Any], bool]) -> Matcher:
+    """fn(flat, lc) applying ``test(raw, low)`` to the field's value(s)."""
+    derive = DERIVED_FIELDS.get(fld)
+
+    def fn(flat: dict, lc: dict) -> bool:
+        v = flat.get(fld)
+        if v is None:
+            if derive is None or fld in flat:
+                return False
+            v = derive(lc[TS_KEY])
+        if type(v) is str:
+            low = lc.get(fld)
+            if low is None:
+                low = lc[fld] = v.lower()
+            return test(v, low)
+        if type(v) is list:
+            for x in v:
+                if test(x, x.lower() if type(x) is str else None):
+                    return True
+            return False
+        return test(v, None)
+
+    return fn
+
+
+def _link(preds: list[Pred], all_of: bool) -> Pred:
+    if len(preds) == 1:
+        return preds[0]
+    if all_of:
+        return lambda raw, low: all(p(raw, low) for p in preds)
+    return lambda raw, low: any(p(raw, low) for p in preds)
+
+
+def _is_plain_eq(v: Any) -> bool:
+    return (
+        type(v) is SigmaString  # not SigmaCasedString
+        and all(isinstance(p, str) for p in v.s)
+    )
+
+
+def _value_repr(v: Any) -> str:
+    if isinstance(v, SigmaExpansion):
+        return " | ".join(_value_repr(x) for x in v.values)
+    if isinstance(v, SigmaString):
+        return v.original if v.original else str(v)
+    if isinstance(v, SigmaRegularExpression):
+        return f"/{v.regexp}/"
+    if isinstance(v, SigmaCompareExpression):
+        return f"{v.op.name.lower()} {v.number.number}"
+    if isinstance(v, SigmaFieldReference):
+        return f"field {v.field}"
+    if isinstance(v, SigmaNull):
+        return "null"
+    if isinstance(v, SigmaExists):
+        return f"exists={v.exists}"
+    if isinstance(v, SigmaNumber):
+        return str(v.number)
+    return str(v)
+
+
+def compile_item(item: SigmaDetectionItem, key: str) -> CompiledItem:
+    values = list(item.value)
+    fld = item.field
+    all_of = item.value_linking is ConditionAND
+    reprs = [_value_repr(v) for v in values]
+    required: frozenset[str] = frozenset()
+    index = None
+
+    if fld is None:
+        if any(not isinstance(v, (SigmaString, SigmaExpansion, SigmaRegularExpression)) for v in values):
+            raise UnsupportedError("unsupported: keyword search with non-string values")
+        preds = [value_pred(v, keyword=True) for v in values]
+
+        def keyword_any(pred: Pred) -> Matcher:
+            def fn(flat: dict, lc: dict) -> bool:
+                for k, v in flat.items():
+                    if type(v) is str:
+                        low = lc.get(k)
+                        if low is None:
+                            low = lc[k] = v.lower()
+                        if pred(v, low):
+                            return True
+                    elif type(v) is list:
+                        for x in v:
+                            if type(x) is str and pred(x, x.lower()):
+                                return True
+                return False
+
+            return fn
+
+        kfns = [keyword_any(p) for p in preds]
+        if len(kfns) == 1:
+            fn = kfns[0]
+        elif all_of:
+            fn = lambda flat, lc: all(f(flat, lc) for f in kfns)  # noqa: E731
+        else:
+            fn = lambda flat, lc: any(f(flat, lc) for f in kfns)  # noqa: E731
+    elif not values or all(isinstance(v, SigmaNull) for v in values):
+
+        def fn(flat: dict, lc: dict) -> bool:
+            v = flat.get(fld)
+            return v is None or v == []
+
+    elif any(isinstance(v, SigmaNull) for v in values):
+        # field: [null, 'x'] = missing or 'x'
+        rest = [v for v in values if not isinstance(v, SigmaNull)]
+        inner = _field_matcher(fld, _link([value_pred(v) for v in rest], all_of))
+        if all_of:
+            raise UnsupportedError("unsupported: null combined with other values under 'all'")
+
+        def fn(flat: dict, lc: dict) -> bool:
+            v = flat.get(fld)
+            return v is None or v == [] or inner(flat, lc)
+
+    elif all(isinstance(v, SigmaExists) for v in values):
+        if len(values) != 1:
+            raise ValueError("exists takes exactly one boolean value")
+        want = bool(values[0].exists)
+        derived = fld in DERIVED_FIELDS
+
+        def fn(flat: dict, lc: dict) -> bool:
+            v = flat.get(fld)
+            present = (v is not None and v != []) or (derived and fld not in flat)
+            return present is want
+
+        if want and not derived:
+            required = frozenset((fld,))
+    elif all(isinstance(v, SigmaFieldReference) for v in values):
+        fn = _fieldref_matcher(fld, values, all_of)
+        required = frozenset([fld] + [v.field for v in values]) - DERIVED_FIELDS.keys()
+    elif all(isinstance(v, SigmaTimestampPart) for v in values):
+        if fld not in ("@timestamp", "timestamp"):
+            raise UnsupportedError(
+                f"unsupported: timestamp part modifier on {fld!r} (only @timestamp, the event time)"
+            )
+        getter = _ts_part(values[0].timestamp_part)
+        wanted = {v.number for v in values}
+        if len({v.timestamp_part for v in values}) != 1:
+            raise UnsupportedError("unsupported: mixed timestamp parts in one item")
+        if all_of and len(wanted) > 1:
+            fn = lambda flat, lc: False  # noqa: E731  (one time cannot have two hours)
+        else:
+            fn = lambda flat, lc: getter(lc[TS_KEY]) in wanted  # noqa: E731
+    else:
+        if any(isinstance(v, (SigmaNull, SigmaExists, SigmaFieldReference, SigmaTimestampPart)) for v in values):
+            raise UnsupportedError("unsupported: mixing null/exists/fieldref values with other values in one item")
+        if not all_of and len(values) > 1 and all(_is_plain_eq(v) for v in values):
+            wanted_set = frozenset(str(v.s[0]).lower() if v.s else "" for v in values)
+
+            def test(raw: Any, low: str | None, w: frozenset = wanted_set) -> bool:
+                if low is None:
+                    t = as_text(raw)
+                    if t is None:
+                        return False
+                    low = t.lower()
+                return low in w
+
+            fn = _field_matcher(fld, test)
+        else:
+            preds = [value_pred(v) for v in values]
+            if all_of:
+                # every value must match some element of a list field
+                per = [_field_matcher(fld, p) for p in preds]
+                fn = lambda flat, lc: all(f(flat, lc) for f in per)  # noqa: E731
+            else:
+                fn = _field_matcher(fld, _link(preds, False))
+        if fld not in DERIVED_FIELDS:
+            required = frozenset((fld,))
+            if not all_of or len(values) == 1:
+                if all(_is_plain_eq(v) for v in values):
+                    index = (fld, frozenset("".join(v.s).lower() for v in values))
+
+    if item.negated:
+        inner_fn = fn
+        fn = lambda flat, lc: not inner_fn(flat, lc)  # noqa: E731
+        required = frozenset()
+        index = None
+    return CompiledItem(fn=fn, key=key, field=fld, values=reprs, required=required, index=index)
+
+
+def _norm_ref(v: Any) -> str | None:
+    t = as_text(v)
+    return None if t is None else t.lower()
+
+
+def _fieldref_matcher(fld: str, refs: list[SigmaFieldReference], all_of: bool) -> Matcher:
+    def one(ref: SigmaFieldReference) -> Matcher:
+        other = ref.field
+        sw, ew = ref.starts_with, ref.ends_with
+
+        def cmp(a: str, b: str) -> bool:
+            if sw and ew:
+                return b in a
+            if sw:
+                return a.startswith(b)
+            if ew:
+                return a.endswith(b)
+            return a == b
+
+        def fn(flat: dict, lc: dict) -> bool:
+            a = flat.get(fld)
+            b = flat.get(other)
+            if a is None or b is None:
+                return False
+            la = [_norm_ref(x) for x in a] if type(a) is list else [_norm_ref(a)]
+            lb = [_norm_ref(x) for x in b] if type(b) is list else [_norm_ref(b)]
+            return any(x is not None and y is not None and cmp(x, y) for x in la for y in lb)
+
+        return fn
+
+    fns = [one(r) for r in refs]
+    if len(fns) == 1:
+        return fns[0]
+    if all_of:
+        return lambda flat, lc: all(f(flat, lc) for f in fns)
+    return lambda flat, lc: any(f(flat, lc) for f in fns)
+
+
+def _and_req(reqs: list[frozenset[str]]) -> frozenset[str]:
+    out: frozenset[str] = frozenset()
+    for r in reqs:
+        out |= r
+    return out
+
+
+def _or_req(reqs: list[frozenset[str]]) -> frozenset[str]:
+    if not reqs:
+        return frozenset()
+    out = reqs[0]
+    for r in reqs[1:]:
+        out &= r
+    return out
+
+
+def _and_index(idx: list[Any]) -> Any:
+    cands = [i for i in idx if i is not None]
+    if not cands:
+        return None
+    # the most selective: fewest accepted values
+    return min(cands, key=lambda i: (len(i[1]), i[0]))
+
+
+def _or_index(idx: list[Any]) -> Any:
+    if not idx or any(i is None for i in idx):
+        return None
+    fields = {i[0] for i in idx}
+    if len(fields) != 1:
+        return None
+    return (idx[0][0], frozenset().union(*(i[1] for i in idx)))
+
+
+def _combine(fns: list[Matcher], any_of: bool) -> Matcher:
+    if len(fns) == 1:
+        return fns[0]
+    if len(fns) == 2:
+        a, b = fns
+        if any_of:
+            return lambda flat, lc: a(flat, lc) or b(flat, lc)
+        return lambda flat, lc: a(flat, lc) and b(flat, lc)
+    t = tuple(fns)
+    if any_of:
+        return lambda flat, lc: any(f(flat, lc) for f in t)
+    return lambda flat, lc: all(f(flat, lc) for f in t)
+
+
+def compile_detection(det: SigmaDetection, items: list[Any]) -> CompiledDetection:
+    """``items``: the already compiled children of ``det`` in the same order."""
+    any_of = det.item_linking is ConditionOR
+    # Cheapest first for AND: items carrying an index/required field fail fast.
+    fns = [c.fn for c in items]
+    reqs = [c.required for c in items]
+    idx = [c.index for c in items]
+    return CompiledDetection(
+        fn=_combine(fns, any_of),
+        items=items,
+        any_of=any_of,
+        required=_or_req(reqs) if any_of else _and_req(reqs),
+        index=_or_index(idx) if any_of else _and_index(idx),
+    )
+
+
+# --- conditions -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CompiledCondition:
+    fn: Matcher
+    required: frozenset[str]
+    index: tuple[str, frozenset[str]] | None
+    used: set[str] = field(default_factory=set)  # detection names referenced
+
+
+def compile_condition(tree: Any, detections: dict[str, CompiledDetection], all_names: list[str]) -> CompiledCondition:
+    used: set[str] = set()
+
+    def walk(node: Any) -> tuple[Matcher, frozenset[str], Any]:
+        if isinstance(node, ConditionIdentifier):
+            name = node.identifier
+            if name not in detections:
+                raise ValueError(f"condition references undefined detection {name!r}")
+            used.add(name)
+            d = detections[name]
+            return d.fn, d.required, d.index
+        if isinstance(node, ConditionSelector):
+            pattern = node.pattern
+            rx = re.compile(".*" if pattern == "them" else pattern.replace("*", ".*"))
+            names = [n for n in all_names if rx.fullmatch(n) and (pattern.startswith("_") or not n.startswith("_"))]
+            if not names:
+                raise ValueError(f"selector '{node.args[0]} of {pattern}' matches no detection")
+            subs = [walk(ConditionIdentifier([n])) for n in names]
+            any_of = node.cond_class is ConditionOR
+            fns = [s[0] for s in subs]
+            reqs = [s[1] for s in subs]
+            idx = [s[2] for s in subs]
+            return (
+                _combine(fns, any_of),
+                _or_req(reqs) if any_of else _and_req(reqs),
+                _or_index(idx) if any_of else _and_index(idx),
+            )
+        if isinstance(node, ConditionNOT):
+            f, _, _ = walk(node.args[0])
+            return (lambda flat, lc: not f(flat, lc)), frozenset(), None
+        if isinstance(node, (ConditionAND, ConditionOR)):
+            subs = [walk(a) for a in node.args]
+            any_of = isinstance(node, ConditionOR)
+            fns = [s[0] for s in subs]
+            reqs = [s[1] for s in subs]
+            idx = [s[2] for s in subs]
+            return (
+                _combine(fns, any_of),
+                _or_req(reqs) if any_of else _and_req(reqs),
+                _or_index(idx) if any_of else _and_index(idx),
+            )
+        if isinstance(node, ConditionItem):
+            raise UnsupportedError(f"unsupported: condition construct {type(node).__name__}")
+        raise UnsupportedError(f"unsupported: condition element {node!r}")
+
+    fn, req, idx = walk(tree)
+    return CompiledCondition(fn=fn, required=req, index=idx, used=used)
+
+
+def explain_condition(tree: Any, detections: dict[str, CompiledDetection], all_names: list[str], flat: dict, lc: dict) -> list[tuple[str, str, str | None, Any, list[str]]]:
+    """Positive evidence for a match: (selection, item key, field, event value, rule values).
+
+    Only selections that are true and not under a NOT are reported. Runs on
+    hits only, so it may be slow.
+    """
+    out: list[tuple[str, str, str | None, Any, list[str]]] = []
+
+    def names_of(node: Any) -> list[str]:
+        if isinstance(node, ConditionIdentifier):
+            return [node.identifier]
+        if isinstance(node, ConditionSelector):
+            pattern = node.pattern
+            rx = re.compile(".*" if pattern == "them" else pattern.replace("*", ".*"))
+            return [n for n in all_names if rx.fullmatch(n) and (pattern.startswith("_") or not n.startswith("_"))]
+        return []
+
+    def items_of(name: str, det: CompiledDetection) -> None:
+        for it in det.items:
+            if isinstance(it, CompiledDetection):
+                if it.fn(flat, lc):
+                    items_of(name, it)
+                    if det.any_of:
+                        return
+            elif it.fn(flat, lc):
+                f, v = it.witness(flat, lc)
+                if isinstance(v, str) and len(v) > 512:
+                    v = v[:512] + "..."
+                out.append((name, it.key, f, v, it.values))
+                if det.any_of:
+                    return
+
+    def walk(node: Any) -> None:
+        if isinstance(node, ConditionNOT):
+            return
+        if isinstance(node, (ConditionIdentifier, ConditionSelector)):
+            for n in names_of(node):
+                d = detections[n]
+                if d.fn(flat, lc):
+                    items_of(n, d)
+            return
+        if isinstance(node, (ConditionAND, ConditionOR)):
+            for a in node.args:
+                walk(a)
+
+    walk(tree)
+    return out
+
+
+# for tests: the classification of a value, without compiling a rule
+__all__ = [
+    "DERIVED_FIELDS",
+    "TS_KEY",
+    "UnsupportedError",
+    "CompiledDetection",
+    "CompiledItem",
+    "compile_condition",
+    "compile_detection",
+    "compile_item",
+    "explain_condition",
+    "string_shape",
+    "value_pred",
+]
+# pySigma flag enum re-exported for the loader's modifier checks
+RegexFlag = SigmaRegularExpressionFlag
