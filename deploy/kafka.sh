@@ -14,6 +14,8 @@
 #   KAFKA_PORT (9092)  KAFKA_CONTROLLER_PORT (9093)  KAFKA_SASL_SSL_PORT (9094)
 #   KAFKA_SECURE (1)   0 = no SASL_SSL listener (the SCRAM user is still created)
 #   KAFKA_DATA_DIR     (deploy/.work/kafka/data)
+#   KAFKA_WORK_DIR     state dir of this instance (deploy/.work/kafka); a second, isolated broker
+#                      needs its own KAFKA_WORK_DIR and ports. The jars always stay in deploy/.work/kafka/lib.
 #   KAFKA_HEAP_OPTS    (-Xms256m -Xmx768m)
 #   KAFKA_START_TIMEOUT seconds to wait for the broker to answer (90)
 #   JAVA_HOME          java from there if set, else from PATH (Kafka 4 brokers need Java 17+)
@@ -28,19 +30,20 @@ ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
 POM="$ROOT/deploy/kafka/pom.xml"
 LOG4J_CONF="$ROOT/deploy/kafka/log4j2.yaml"
 WORK="$ROOT/deploy/.work/kafka"
-LIB="$WORK/lib"
+LIB="$WORK/lib"                        # jars: shared by every state dir of this checkout
 STAMP="$LIB/.fetch-stamp"
-TLS="$WORK/tls"
-PROPS="$WORK/server.properties"
-LOGFILE="$WORK/kafka.log"
-PIDFILE="$WORK/kafka.pid"
+STATE="${KAFKA_WORK_DIR:-$WORK}"       # per-instance state (props, pid, log, tls, data)
+TLS="$STATE/tls"
+PROPS="$STATE/server.properties"
+LOGFILE="$STATE/kafka.log"
+PIDFILE="$STATE/kafka.pid"
 
 HOST=127.0.0.1
 PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-9094}"
 SECURE="${KAFKA_SECURE:-1}"
-DATA_DIR="${KAFKA_DATA_DIR:-$WORK/data}"
+DATA_DIR="${KAFKA_DATA_DIR:-$STATE/data}"
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 SCRAM_USER=ueba
@@ -55,6 +58,15 @@ if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then JAVA="$JAVA_HOME/
 log() { echo "kafka.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+# Serialise state-changing commands of concurrent callers (several sessions and test runs share a
+# checkout). fd 9 is closed for the broker itself so that it never holds the lock.
+take_lock() {
+  mkdir -p "$(dirname "$1")"
+  command -v flock >/dev/null || return 0
+  exec 9>"$1"
+  flock -w 300 9 || die "could not lock $1 within 300 s"
+}
+
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
 
 # ---------------------------------------------------------------- fetch
@@ -66,6 +78,13 @@ fetch() {
     return 0
   fi
   command -v mvn >/dev/null || die "mvn not found (needed once to fetch Kafka from Maven Central)"
+  local fd_was_open=0
+  { true >&9; } 2>/dev/null && fd_was_open=1
+  if [[ "$fd_was_open" == 0 ]]; then
+    take_lock "$WORK/.fetch.lock"
+    # someone else may have finished the same fetch while we waited
+    [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && return 0
+  fi
   log "fetching Apache Kafka jars from Maven Central into $LIB ..."
   rm -rf "$LIB"
   mkdir -p "$LIB"
@@ -75,7 +94,8 @@ fetch() {
   mvn "${mvn_args[@]}" >&2
   compgen -G "$LIB/kafka_2.13-*.jar" >/dev/null || die "fetch finished but no kafka_2.13 jar in $LIB"
   echo "$want" >"$STAMP"
-  log "fetched $(ls "$LIB"/*.jar | wc -l) jars in $((SECONDS - t0)) s"
+  local jars=("$LIB"/*.jar)
+  log "fetched ${#jars[@]} jars in $((SECONDS - t0)) s"
 }
 
 kafka_version() {
@@ -84,9 +104,8 @@ kafka_version() {
   local v=""
   [[ -f "$LOGFILE" ]] && v="$(sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$LOGFILE" | tail -1)"
   if [[ -z "$v" ]]; then
-    local j
-    j="$(ls "$LIB"/kafka-clients-*.jar 2>/dev/null | head -1)"
-    v="$(basename "${j:-kafka-clients-unknown.jar}" .jar)"; v="${v#kafka-clients-}"
+    local j=("$LIB"/kafka-clients-*.jar)
+    v="$(basename "${j[0]}" .jar)"; v="${v#kafka-clients-}"
   fi
   echo "$v"
 }
@@ -133,15 +152,23 @@ EOF
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 # ---------------------------------------------------------------- process helpers
+is_our_broker() {
+  kill -0 "$1" 2>/dev/null && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF "$PROPS"
+}
+
 kafka_pid() {
-  # prints the pid when the pid file names a live kafka.Kafka process of ours
-  [[ -f "$PIDFILE" ]] || return 1
-  local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka\.Kafka $PROPS" || return 1
-  echo "$pid"
+  # prints the pid of the live kafka.Kafka process started with our server.properties:
+  # from the pid file, else (pid file lost) by looking through /proc.
+  local pid="" d
+  [[ -f "$PIDFILE" ]] && pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+  if [[ "$pid" =~ ^[0-9]+$ ]] && is_our_broker "$pid"; then echo "$pid"; return 0; fi
+  for d in /proc/[0-9]*; do
+    pid="${d#/proc/}"
+    if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $PROPS" && is_our_broker "$pid"; then
+      echo "$pid" >"$PIDFILE"; echo "$pid"; return 0
+    fi
+  done
+  return 1
 }
 
 # ---------------------------------------------------------------- secrets / TLS
@@ -197,7 +224,7 @@ write_props() {
     advertised+=",SASL_SSL://$HOST:$SASL_SSL_PORT"
     protomap+=",SASL_SSL:SASL_SSL"
   fi
-  mkdir -p "$WORK"
+  mkdir -p "$STATE"
   local tmp="$PROPS.tmp"
   (umask 077; cat >"$tmp" <<EOF
 # Generated by deploy/kafka.sh on every 'up'; edit the script, not this file.
@@ -247,12 +274,6 @@ listener.name.sasl_ssl.ssl.client.auth=none
 EOF
   fi)
   mv -f "$tmp" "$PROPS"
-}
-
-java_base() {
-  # shellcheck disable=SC2206
-  local heap=($HEAP_OPTS)
-  echo "${heap[@]}"
 }
 
 format_storage() {
@@ -312,6 +333,9 @@ up_line() {
 # ---------------------------------------------------------------- commands
 cmd_up() {
   local pid
+  check_java
+  fetch
+  take_lock "$STATE/.lock"
   if pid="$(kafka_pid)"; then
     if answering; then
       echo "already running (pid $pid)"; up_line; return 0
@@ -322,21 +346,21 @@ cmd_up() {
     port_open "$PORT" && die "port $HOST:$PORT is already in use by another process (set KAFKA_PORT)"
     port_open "$CONTROLLER_PORT" && die "port $HOST:$CONTROLLER_PORT is already in use (set KAFKA_CONTROLLER_PORT)"
     [[ "$SECURE" == 1 ]] && port_open "$SASL_SSL_PORT" && die "port $HOST:$SASL_SSL_PORT is already in use (set KAFKA_SASL_SSL_PORT)"
-    check_java
-    fetch
     ensure_password
     [[ "$SECURE" == 1 ]] && ensure_tls
     write_props
     format_storage
     [[ -f "$LOGFILE" ]] && mv -f "$LOGFILE" "$LOGFILE.1"
-    local -a cmd=("$JAVA" $(java_base) -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+    local -a heap cmd
+    read -r -a heap <<<"$HEAP_OPTS"
+    cmd=("$JAVA" "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
       -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError
-      -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$WORK"
+      -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$STATE"
       -cp "$LIB/*" kafka.Kafka "$PROPS")
     if command -v setsid >/dev/null; then
-      nohup setsid "${cmd[@]}" >"$LOGFILE" 2>&1 </dev/null &
+      nohup setsid "${cmd[@]}" >"$LOGFILE" 2>&1 </dev/null 9>&- &
     else
-      nohup "${cmd[@]}" >"$LOGFILE" 2>&1 </dev/null &
+      nohup "${cmd[@]}" >"$LOGFILE" 2>&1 </dev/null 9>&- &
     fi
     pid=$!
     echo "$pid" >"$PIDFILE"
@@ -346,7 +370,7 @@ cmd_up() {
     if ! kill -0 "$pid" 2>/dev/null; then
       log "broker exited during startup; last 40 lines of $LOGFILE:"
       tail -n 40 "$LOGFILE" >&2 || true
-      rm -f "$PIDFILE"
+      [[ "$(cat "$PIDFILE" 2>/dev/null)" == "$pid" ]] && rm -f "$PIDFILE"
       exit 1
     fi
     if (( SECONDS - t0 >= START_TIMEOUT )); then
@@ -362,6 +386,7 @@ cmd_up() {
 }
 
 cmd_down() {
+  take_lock "$STATE/.lock"
   local pid
   if ! pid="$(kafka_pid)"; then
     rm -f "$PIDFILE"; echo "kafka not running"; return 0
@@ -408,6 +433,9 @@ export KAFKA_SASL_MECHANISM=$SCRAM_MECH
 export KAFKA_SASL_USERNAME=$SCRAM_USER
 export KAFKA_SASL_PASSWORD_FILE=$PASSWORD_FILE
 export KAFKA_SSL_CA_LOCATION=$CA_PEM
+# streams/settings.py over SASL_SSL: UEBA_KAFKA__BOOTSTRAP_SERVERS=$HOST:$SASL_SSL_PORT UEBA_KAFKA__SECURITY_PROTOCOL=SASL_SSL
+#   UEBA_KAFKA__SASL_MECHANISM=$SCRAM_MECH UEBA_KAFKA__SASL_USERNAME=$SCRAM_USER UEBA_KAFKA__SSL_CAFILE=$CA_PEM
+#   UEBA_KAFKA__SASL_PASSWORD="\$(cat $PASSWORD_FILE)"
 EOF
 }
 
@@ -494,5 +522,6 @@ case "${1:-}" in
   env) cmd_env ;;
   selftest) cmd_selftest ;;
   logs) tail -n "${2:-40}" "$LOGFILE" ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; [[ -n "${1:-}" ]] && exit 2; exit 0 ;;
+  *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+     [[ -n "${1:-}" ]] && exit 2; exit 0 ;;
 esac

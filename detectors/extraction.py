@@ -113,7 +113,8 @@ def shapiro_wilk(x: np.ndarray) -> tuple[float, float]:
     if n < 12 or n > 5000:
         raise ValueError(f"shapiro_wilk needs 12 <= n <= 5000, got {n}")
     xs = np.sort(x.astype(np.float64, copy=False))
-    ssq = float(np.dot(xs - xs.mean(), xs - xs.mean()))
+    dev = xs - float(xs.sum()) / n
+    ssq = float(np.dot(dev, dev))
     if ssq <= 1e-300 * n or xs[-1] - xs[0] <= 1e-12 * max(abs(xs[-1]), 1e-300):
         return 1.0, 1.0
     w = float(np.dot(_sw_coefficients(n), xs)) ** 2 / ssq
@@ -218,12 +219,14 @@ class _Assessment:
     """Everything score_one computes, reused by learn_one so the two agree."""
 
     window: int
-    pvals: list[tuple[float, Explanation, float]]
+    #: (tail probability, statistic, explanation builder, builder args) per testable signal
+    pvals: list[tuple[float, float, Any, tuple]]
     p: float
     proj: np.ndarray | None = None
     dmin: float | None = None
     cell_bit: int = -1
     novel: bool = False
+    cv: float | None = None
 
 
 class _State(msgspec.Struct, array_like=True):
@@ -270,13 +273,14 @@ class ExtractionDetector:
     Examples
     --------
     >>> det = ExtractionDetector()
+    >>> call = {"ueba.api_key.id": "k1"}
     >>> for i in range(600):  # 10 calls a minute for an hour
-    ...     det.learn_one({"ueba.api_key.id": "k1", "http.response.body.bytes": 900}, 6.0 * i)
-    >>> det.score_one({"ueba.api_key.id": "k1"}, 3600.0).score < 90
+    ...     det.learn_one(call, 6.0 * i)
+    >>> det.score_one(call, 3600.0).score < 90
     True
     >>> for i in range(400):  # then 400 calls in 40 seconds
-    ...     det.learn_one({"ueba.api_key.id": "k1", "http.response.body.bytes": 900}, 3600.0 + 0.1 * i)
-    >>> s = det.score_one({"ueba.api_key.id": "k1", "http.response.body.bytes": 900}, 3640.0)
+    ...     det.learn_one(call, 3600.0 + 0.1 * i)
+    >>> s = det.score_one(call, 3640.0)
     >>> round(s.score, 1), s.explanation.feature
     (100.0, 'requests')
     """
@@ -342,8 +346,9 @@ class ExtractionDetector:
         a = self._assess(x, ts)
         if not a.pvals:
             return Score(0.0)
-        p_min, expl, _ = min(a.pvals, key=lambda t: t[0])
-        return Score(score_of(a.p), surprise(a.p), expl)
+        # Dominant signal: smallest p; ties (both beyond float range) go to the larger statistic.
+        _, _, build, args = min(a.pvals, key=lambda t: (t[0], -abs(t[1])))
+        return Score(score_of(a.p), surprise(a.p), build(*args))
 
     def learn_one(self, x: dict[str, Any], ts: float) -> None:
         """Fold one API call into the key's state. ``ts`` in seconds."""
@@ -441,28 +446,28 @@ class ExtractionDetector:
             prev = self.cur if window == self.win + 1 else (0.0, 0.0, 0.0)
         else:
             cur, prev = self.cur, self.prev
-        frac = min(max(ts / p.rate_window - max(window, self.win), 0.0), 1.0)
+        frac = min(max(ts / p.rate_window - window, 0.0), 1.0)
         for c, amount in enumerate(_amounts(x)):
             if amount is None or self.nwin[c] < p.min_windows:
                 continue
             observed = cur[c] + amount + prev[c] * (1.0 - frac)
             z = (math.log1p(observed) - self.mean[c]) / self._sd(c)
-            pv = normal_sf(z)
-            typical = math.expm1(self.mean[c])
-            expl = Explanation(
-                feature=_CHANNELS[c],
-                observed=round(observed, 3),
-                baseline={"center": round(typical, 3), "log_sd": round(self._sd(c), 4), "n": self.nwin[c]},
-                peers=None,
-                window=f"{p.rate_window:g}s",
-                reason=(
-                    f"The key moved {fmt(observed)} {_UNITS[c]} in the last {p.rate_window:g}s, "
-                    f"against a typical {fmt(typical)} per active window (z={z:.1f} on a log scale)."
-                ),
-            )
-            out.append((pv, expl, z))
+            out.append((normal_sf(z), z, self._volume_expl, (c, observed, z)))
 
-    # --- input space ----------------------------------------------------------
+    def _volume_expl(self, c: int, observed: float, z: float) -> Explanation:
+        p = self.params
+        typical = math.expm1(self.mean[c])
+        return Explanation(
+            feature=_CHANNELS[c],
+            observed=round(observed, 3),
+            baseline={"center": round(typical, 3), "log_sd": round(self._sd(c), 4), "n": self.nwin[c]},
+            peers=None,
+            window=f"{p.rate_window:g}s",
+            reason=(
+                f"The key moved {fmt(observed)} {_UNITS[c]} in the last {p.rate_window:g}s, "
+                f"against a typical {fmt(typical)} per active window (z={z:.1f} on a log scale)."
+            ),
+        )
 
     def _frozen(self) -> bool:
         return self.fp_n >= self.params.fp_warmup
@@ -488,7 +493,7 @@ class ExtractionDetector:
 
     def _dup_eps(self) -> float:
         if self._frozen():
-            return self.params.duplicate_eps * float(np.mean(self.sd))
+            return self.params.duplicate_eps * float(self.sd.sum()) / self.sd.shape[0]
         return 1e-9
 
     def _md_with(self, d: float | None) -> np.ndarray:
@@ -517,85 +522,78 @@ class ExtractionDetector:
         if not self._frozen():
             return
         out = a.pvals
-        # novelty
         bit = self._cell_bit(proj)
         a.cell_bit = bit
-        seen = (self.bm_cur | self.bm_prev) >> bit & 1
-        a.novel = not seen
+        a.novel = not ((self.bm_cur | self.bm_prev) >> bit & 1)
         if self.nov_n >= p.novelty_min and a.novel:
             nwin = min(self.nov_len + 1, p.novelty_window)
-            ring = ((self.nov_ring << 1) | 1) & ((1 << nwin) - 1)
-            k = ring.bit_count()
+            k = (((self.nov_ring << 1) | 1) & ((1 << nwin) - 1)).bit_count()
             q = min(max((self.nov_s + 0.5) / (self.nov_n + 1.0), 0.01), 0.99)
-            pv = float(bdtrc(k - 1, nwin, q)) if k > 0 else 1.0
-            cells = (self.bm_cur | self.bm_prev).bit_count()
-            out.append(
-                (
-                    pv,
-                    Explanation(
-                        feature="input_novelty",
-                        observed=k,
-                        baseline={"new_cell_rate": round(q, 4), "cells_used": cells, "n": round(self.nov_n, 1)},
-                        peers=None,
-                        window=f"last {nwin} queries",
-                        reason=(
-                            f"{k} of the key's last {nwin} queries landed in input-space cells it had never "
-                            f"used (expected {q * nwin:.1f}), a coverage sweep typical of model extraction."
-                        ),
-                    ),
-                    float(k),
-                )
-            )
-        # PRADA and sweep regularity over nearest-neighbour distances
-        ring_d = self._md_with(d)
-        n = ring_d.shape[0]
-        if n >= p.shapiro_min:
-            w, pw = shapiro_wilk(ring_d)
-            if w < p.shapiro_w:
-                out.append(
-                    (
-                        pw,
-                        Explanation(
-                            feature="prada",
-                            observed=round(w, 4),
-                            baseline={"threshold": p.shapiro_w, "n": n},
-                            peers=None,
-                            window=f"last {n} queries",
-                            reason=(
-                                f"Nearest-neighbour distances of the key's last {n} queries are far from "
-                                f"normal (Shapiro-Wilk W={w:.3f} < {p.shapiro_w}), PRADA's signature of "
-                                f"synthetic extraction queries."
-                            ),
-                        ),
-                        w,
-                    )
-                )
-            else:
-                out.append((1.0, _quiet("prada", w, n), w))
-            mean = float(ring_d.mean())
-            if self.cv_n >= p.cv_min and mean > 0 and self.cv_base > 0:
-                cv = float(ring_d.std(ddof=1)) / mean
-                ratio = (cv / self.cv_base) ** 2
+            out.append((float(bdtrc(k - 1, nwin, q)), float(k), self._novelty_expl, (k, nwin, q)))
+        ring = self._md_with(d)
+        n = ring.shape[0]
+        if n < p.shapiro_min:
+            return
+        w, pw = shapiro_wilk(ring)
+        out.append((pw if w < p.shapiro_w else 1.0, w, self._prada_expl, (w, n)))
+        total = float(ring.sum())
+        if total > 0:
+            mean = total / n
+            cv = math.sqrt(max(float(np.dot(ring, ring)) - n * mean * mean, 0.0) / (n - 1)) / mean
+            a.cv = cv
+            if self.cv_n >= p.cv_min and self.cv_base > 0:
                 # Consecutive rings overlap and the distances are not iid normal: halve the df.
                 df = (n - 1) / 2.0
-                pv = float(gammainc(df / 2.0, df * ratio / 2.0))
-                out.append(
-                    (
-                        pv,
-                        Explanation(
-                            feature="sweep_regularity",
-                            observed=round(cv, 4),
-                            baseline={"center": round(self.cv_base, 4), "n": self.cv_n},
-                            peers=None,
-                            window=f"last {n} queries",
-                            reason=(
-                                f"The key's queries are evenly spaced (nearest-neighbour distance CV {cv:.3f} "
-                                f"vs a usual {self.cv_base:.3f}), as in a systematic grid or step sweep."
-                            ),
-                        ),
-                        cv,
-                    )
-                )
+                pv = float(gammainc(df / 2.0, df * (cv / self.cv_base) ** 2 / 2.0))
+                out.append((pv, cv, self._sweep_expl, (cv, n)))
+
+    def _novelty_expl(self, k: int, nwin: int, q: float) -> Explanation:
+        return Explanation(
+            feature="input_novelty",
+            observed=k,
+            baseline={
+                "new_cell_rate": round(q, 4),
+                "cells_used": (self.bm_cur | self.bm_prev).bit_count(),
+                "n": round(self.nov_n, 1),
+            },
+            peers=None,
+            window=f"last {nwin} queries",
+            reason=(
+                f"{k} of the key's last {nwin} queries landed in input-space cells it had never "
+                f"used (expected {q * nwin:.1f}), a coverage sweep typical of model extraction."
+            ),
+        )
+
+    def _prada_expl(self, w: float, n: int) -> Explanation:
+        p = self.params
+        if w >= p.shapiro_w:
+            reason = f"Nearest-neighbour distances of the key's last {n} queries look like benign traffic (W={w:.3f})."
+        else:
+            reason = (
+                f"Nearest-neighbour distances of the key's last {n} queries are far from normal "
+                f"(Shapiro-Wilk W={w:.3f} < {p.shapiro_w}), PRADA's signature of synthetic extraction queries."
+            )
+        return Explanation(
+            feature="prada",
+            observed=round(w, 4),
+            baseline={"threshold": p.shapiro_w, "n": n},
+            peers=None,
+            window=f"last {n} queries",
+            reason=reason,
+        )
+
+    def _sweep_expl(self, cv: float, n: int) -> Explanation:
+        return Explanation(
+            feature="sweep_regularity",
+            observed=round(cv, 4),
+            baseline={"center": round(self.cv_base, 4), "n": self.cv_n},
+            peers=None,
+            window=f"last {n} queries",
+            reason=(
+                f"The key's queries are evenly spaced (nearest-neighbour distance CV {cv:.3f} "
+                f"vs a usual {self.cv_base:.3f}), as in a systematic grid or step sweep."
+            ),
+        )
 
     def _learn_fingerprint(self, fp: np.ndarray, a: _Assessment, protected: bool) -> None:
         p = self.params
@@ -647,14 +645,10 @@ class ExtractionDetector:
             self.md[self.md_pos] = d
             self.md_pos = (self.md_pos + 1) % p.mindist_window
             self.md_len = min(self.md_len + 1, p.mindist_window)
-            if self._frozen() and not protected and self.md_len >= p.shapiro_min:
-                ring = self._md_with(None)
-                mean = float(ring.mean())
-                if mean > 0:
-                    cv = float(ring.std(ddof=1)) / mean
-                    a_cv = max(p.cv_alpha, 1.0 / (self.cv_n + 1))
-                    self.cv_base += a_cv * (cv - self.cv_base)
-                    self.cv_n += 1
+            if self._frozen() and not protected and a.cv is not None:
+                a_cv = max(p.cv_alpha, 1.0 / (self.cv_n + 1))
+                self.cv_base += a_cv * (a.cv - self.cv_base)
+                self.cv_n += 1
         self.res[self.res_pos] = proj
         self.res_pos = (self.res_pos + 1) % p.reservoir
         self.res_len = min(self.res_len + 1, p.reservoir)
@@ -676,17 +670,6 @@ class ExtractionDetector:
         if a.pvals:
             a.p = sidak(min(t[0] for t in a.pvals), len(a.pvals))
         return a
-
-
-def _quiet(feature: str, w: float, n: int) -> Explanation:
-    return Explanation(
-        feature=feature,
-        observed=round(w, 4),
-        baseline={"n": n},
-        peers=None,
-        window=f"last {n} queries",
-        reason="Nearest-neighbour distances look like benign traffic.",
-    )
 
 
 def _bits(value: int, nbits: int) -> bytes:

@@ -1,0 +1,114 @@
+"""Sigma rules as data: load, validate, compile and match in-process.
+
+Engine API (called by the runtime and the CLI)
+----------------------------------------------
+``RuleSet.load(paths: list[Path | str], *, collect: bool = False) -> RuleSet``
+    Load every ``*.yml``/``*.yaml`` under ``paths`` (files or directories,
+    recursively; ``*.tests.yml`` are test files). Pure. Raises
+    :class:`RuleLoadError` (a ``ValueError``) whose ``.errors`` lists *every*
+    :class:`RuleIssue` (``file``, ``line``, ``message``, ``severity``,
+    ``rule_id``) of the whole set. ``collect=True`` never raises and returns
+    ``(ruleset_of_the_rules_that_loaded, issues)``.
+``ruleset.match(event_kind: str, flat: dict, ts: float) -> list[RuleHit]``
+    Detection rules matching one event (``Event.kind``, ``Event.flat``,
+    ``Event.ts``). Rules are partitioned by stream (logsource service) and
+    indexed by a required field or required exact value, so an event only
+    tries the rules that can match it.
+``CorrelationEngine(ruleset, *, max_groups=100_000, max_events=10_000)``
+    ``.process(kind, flat, ts, hits) -> list[RuleHit]`` with the hits of
+    ``match`` for the same event; ``.advance(watermark_ts) -> list[RuleHit]``
+    closes windows of ``lt``/``lte``/``eq``/``neq`` conditions;
+    ``.to_bytes()`` / ``CorrelationEngine.from_bytes(data, ruleset)`` for the
+    state table. Event time only.
+``RuleHit``
+    ``rule_id`` (uuid), ``name``, ``title``, ``description``, ``level``,
+    ``tags``, ``falsepositives``, ``rule_type`` (``detection``, a correlation
+    type or ``unannounced_value``), ``ts``, ``event_kind``, ``matched``
+    (:class:`MatchedField`: selection, key, field, event value, rule
+    patterns), ``group_by``/``group_key`` (correlations), ``alert`` (False for
+    rules that only feed correlations: Sigma ``generate: false``), ``extra``;
+    ``.techniques`` -> ``[(framework, id, tactic)]``, ``.technique_ids``,
+    ``.to_dict()``.
+``techniques(tags) -> list[tuple[str, str, str | None]]``
+    ``attack.t1110.003`` -> ``("attack", "T1110.003", "credential-access")``
+    (tactic from the rule's tactic tag), ``atlas.aml.t0051`` ->
+    ``("atlas", "AML.T0051", None)``.
+``ruleset.rule_tests()`` / ``run_rule_tests(ruleset) -> RuleTestReport``
+    Embedded ``x_tests`` (see :mod:`rules.testing`); ``report.ok``,
+    ``report.text()``. For ``ueba rules test PATH``.
+``validate_paths(paths) -> list[RuleIssue]``
+    For ``ueba rules validate PATH``: errors and warnings, never raises.
+``RuleSetHolder(initial)``: ``.current``; ``.reload(paths) -> (swapped, issues)``
+    swaps atomically only when the new set has no errors (hot reload).
+
+Logsource mapping
+-----------------
+``product: ai-ueba`` with ``service: access | api | telemetry`` selects the
+input stream (``Event.kind``); without ``service`` the rule runs on all three.
+Rules for other products (``product: windows`` ...) load with a warning and
+are tried on every stream; they match wherever their fields exist.
+Field names are our flat dotted ECS names (``taxonomy`` is not used for
+mapping): ``user.name``, ``event.action``, ``ueba.gen_ai.prompt`` ...
+
+Derived fields
+--------------
+``ueba.time.hour_utc`` (0-23) and ``ueba.time.weekday`` (ISO, 1 = Monday ..
+7 = Sunday) are computed from the event time when the event does not carry
+them. ``@timestamp|hour`` (and ``minute``/``day``/``week``/``month``/``year``)
+also read the event time.
+
+Matching semantics
+------------------
+* Values of a list are OR-ed (``|all``: AND); keys of a map are AND-ed; a list
+  of maps is OR-ed.
+* Strings are case-insensitive unless ``|cased``; ``*`` and ``?`` are
+  wildcards, ``\\*`` ``\\?`` ``\\\\`` escapes; a pattern covers the whole
+  value (``contains``/``startswith``/``endswith`` add the wildcards).
+* A list-valued event field matches if any element matches.
+* Numbers match numbers and numeric strings by value (``5`` matches ``"5"``,
+  ``5.0``); a quoted ``'5'`` matches the text of a number (``5`` but not
+  ``5.0``); booleans match booleans and the strings ``true``/``false``.
+* ``null`` matches a missing field, ``None`` and ``[]``; ``''`` matches only
+  the empty string; ``|exists: true`` a present, non-null, non-empty-list value.
+* Keywords (field-less values) are case-insensitive substrings of any string
+  value of the event.
+* ``|re`` searches (unanchored), case-sensitive unless ``|i``; ``|m``, ``|s``.
+* ``|cidr`` (IPv4 and IPv6), ``|base64``, ``|base64offset``, ``|utf16le``,
+  ``|utf16be``, ``|utf16``, ``|wide``, ``|windash``, ``|gt`` ``|gte`` ``|lt``
+  ``|lte`` (numeric only), ``|fieldref`` (case-insensitive equality with
+  another field; with ``contains``/``startswith``/``endswith``), ``|neq``,
+  ``|exists``, ``|cased`` follow pySigma, whose modifier classes do the value
+  transformation.
+* Unsupported, rejected at load with ``unsupported: ...``: ``|expand``
+  placeholders, timestamp parts on fields other than ``@timestamp``, Sigma
+  filters, ``action:`` collections, ``timeframe``, extended (string)
+  correlation conditions, ``value_percentile``.
+
+Custom attributes
+-----------------
+``x_tests`` (embedded tests, :mod:`rules.testing`) and ``x_ueba_stateful``
+(:mod:`rules.correlation`, ``unannounced_value``: a value such as a model
+artifact hash seen without a prior announcement event).
+"""
+
+from .compiler import DERIVED_FIELDS
+from .correlation import CorrelationEngine
+from .errors import RuleIssue, RuleLoadError
+from .ruleset import MatchedField, RuleHit, RuleSet, RuleSetHolder, validate_paths
+from .tags import techniques
+from .testing import RuleTestReport, run_rule_tests
+
+__all__ = [
+    "DERIVED_FIELDS",
+    "CorrelationEngine",
+    "MatchedField",
+    "RuleHit",
+    "RuleIssue",
+    "RuleLoadError",
+    "RuleSet",
+    "RuleSetHolder",
+    "RuleTestReport",
+    "run_rule_tests",
+    "techniques",
+    "validate_paths",
+]

@@ -36,23 +36,25 @@ BATCH_MAX = 500
 BATCH_WITHIN = 0.05  # seconds: bounds added latency per event
 
 
-def default_scorer_factory(kind: str) -> EntityScorer:
-    """The detector suite for a stream kind (the first-seen scorer until the
-    detector library provides a suite)."""
-    try:
-        from detectors.suite import build_suite  # type: ignore[import-not-found]
-    except ImportError:
+def scorer_factory_for(settings: Settings) -> Callable[[str], EntityScorer]:
+    """Per-stream scorer chosen by ``worker.scorer``."""
+    if settings.worker.scorer == "first_seen":
         from .firstseen import FirstSeenScorer
 
-        return FirstSeenScorer(kind)
-    return build_suite(kind)
+        return FirstSeenScorer
+
+    def suite(kind: str) -> EntityScorer:
+        from detectors.suite import build_suite
+
+        return build_suite(kind)
+
+    return suite
 
 
 def create_app(
     settings: Settings,
     *,
-    scorer_factory: Callable[[str], EntityScorer] = default_scorer_factory,
-    min_score: float = 50.0,
+    scorer_factory: Callable[[str], EntityScorer] | None = None,
     **faust_overrides: Any,
 ) -> faust.App:
     """Build the Faust app for ``settings`` (nothing connects until it starts)."""
@@ -79,6 +81,8 @@ def create_app(
     conf.update(faust_overrides)
     app = faust.App(settings.worker.app_id, **conf)
     max_bytes = settings.worker.max_event_bytes
+    min_score = settings.worker.min_score
+    scorer_factory = scorer_factory or scorer_factory_for(settings)
 
     alerts_topic = app.topic(t.alerts, key_type=bytes, value_type=bytes, partitions=t.partitions, internal=False)
     dlq_topic = app.topic(t.deadletter, key_type=bytes, value_type=bytes, partitions=t.partitions, internal=False)

@@ -1,22 +1,29 @@
 """The one settings object. Every option is read from the environment with the
-``UEBA_`` prefix (nested with ``__``, e.g. ``UEBA_KAFKA__BOOTSTRAP_SERVERS``),
-from a ``.env`` file, or from files in ``UEBA_SECRETS_DIR`` for secrets.
+``UEBA_`` prefix (nested with ``__``, e.g. ``UEBA_KAFKA__BOOTSTRAP_SERVERS``)
+or from a ``.env`` file; each secret can instead be read from a file named by
+its ``*_FILE`` twin (``UEBA_KAFKA__SASL_PASSWORD_FILE``).
 
 Values that do not parse are errors, never silent defaults.
 """
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+
+
+def _read_secret(path: Path, name: str) -> SecretStr:
+    try:
+        return SecretStr(path.read_text().strip())
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read {path}: {exc.strerror}") from None
 
 
 class SecurityProtocol(str, Enum):
@@ -26,7 +33,12 @@ class SecurityProtocol(str, Enum):
     SASL_SSL = "SASL_SSL"
 
 
-class TopicSettings(BaseModel):
+class _Section(BaseModel):
+    # A misspelt UEBA_* variable is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class TopicSettings(_Section):
     access: str = "ueba.access"
     api: str = "ueba.api"
     telemetry: str = "ueba.telemetry"
@@ -41,12 +53,14 @@ class TopicSettings(BaseModel):
         return {"access": self.access, "api": self.api, "telemetry": self.telemetry}
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: Read the SASL password from this file (e.g. a mounted secret) instead.
+    sasl_password_file: Path | None = None
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
@@ -54,6 +68,8 @@ class KafkaSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "KafkaSettings":
+        if self.sasl_password is None and self.sasl_password_file is not None:
+            self.sasl_password = _read_secret(self.sasl_password_file, "kafka.sasl_password_file")
         if self.security_protocol in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL):
             if not self.sasl_username or self.sasl_password is None:
                 raise ValueError("SASL needs kafka.sasl_username and kafka.sasl_password")
@@ -120,12 +136,14 @@ class KafkaSettings(BaseModel):
         return None
 
 
-class SearchSettings(BaseModel):
+class SearchSettings(_Section):
     engine: Literal["opensearch", "elasticsearch"] = "opensearch"
     url: str = "http://127.0.0.1:9200"
     api_key: SecretStr | None = None
+    api_key_file: Path | None = None
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = None
     ca_certs: Path | None = None
     verify_certs: bool = True
     namespace: str = Field("default", pattern=r"^[a-z0-9_]{1,100}$")
@@ -133,6 +151,10 @@ class SearchSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "SearchSettings":
+        if self.api_key is None and self.api_key_file is not None:
+            self.api_key = _read_secret(self.api_key_file, "search.api_key_file")
+        if self.password is None and self.password_file is not None:
+            self.password = _read_secret(self.password_file, "search.password_file")
         if self.api_key is not None and self.username:
             raise ValueError("set either search.api_key or search.username/password, not both")
         if self.username and self.password is None:
@@ -140,13 +162,18 @@ class SearchSettings(BaseModel):
         return self
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(_Section):
     app_id: str = "ai-ueba"
     data_dir: Path = Path("./.ueba-data")
     web_port: int = Field(6066, ge=1, le=65535)
     metrics_port: int = Field(9464, ge=0, le=65535)
     max_event_bytes: int = Field(262_144, ge=1024)
     store: str = "rocksdb://"
+    #: "suite": the detector library's per-stream suites; "first_seen": the
+    #: minimal first-seen scorer (the backbone's end-to-end check).
+    scorer: Literal["suite", "first_seen"] = "suite"
+    #: Alerting threshold on the 0-100 score.
+    min_score: float = Field(50.0, ge=0, le=100)
 
 
 class Settings(BaseSettings):
@@ -155,7 +182,6 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=".env",
         extra="forbid",
-        secrets_dir=os.environ.get("UEBA_SECRETS_DIR") or None,
     )
 
     kafka: KafkaSettings = KafkaSettings()
@@ -177,3 +203,30 @@ def get_settings() -> Settings:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """``UEBA_*`` environment variables that reproduce ``settings`` in a child
+    process (secrets included: pass only to processes you start)."""
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(f"{prefix}{name.upper()}__", getattr(value, name))
+            return
+        key = prefix[:-2]
+        if value is None:
+            return
+        if isinstance(value, SecretStr):
+            env[key] = value.get_secret_value()
+        elif isinstance(value, Enum):
+            env[key] = str(value.value)
+        elif isinstance(value, bool):
+            env[key] = "true" if value else "false"
+        else:
+            env[key] = str(value)
+
+    for name in type(settings).model_fields:
+        walk(f"UEBA_{name.upper()}__", getattr(settings, name))
+    return env

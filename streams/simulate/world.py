@@ -160,6 +160,18 @@ class Model:
     drift_tag: str | None = None
     drift_class: int = 0
 
+    @property
+    def feat_mu_l(self) -> list[float]:
+        return self._feat_mu_l
+
+    @property
+    def feat_sigma_l(self) -> list[float]:
+        return self._feat_sigma_l
+
+    def __post_init__(self) -> None:
+        self._feat_mu_l = [float(x) for x in self.feat_mu]
+        self._feat_sigma_l = [float(x) for x in self.feat_sigma]
+
     def version_at(self, ms: int) -> int:
         return int(np.searchsorted(np.asarray(self.deploys_ms, dtype=np.int64), ms, side="right"))
 

@@ -1,0 +1,579 @@
+"""Baseline traffic: one generator per population, one call per time slice.
+
+Each generator returns a :class:`Batch` for the slice ``[t0, t1)`` (epoch ms):
+random draws are vectorised with numpy over all identities and events of the
+slice, then ECS documents are assembled from the shared per-identity
+sub-objects built in :mod:`.world`. ``@timestamp`` and ``event.id`` are filled
+in by the engine after the slice is put in time order.
+
+Documents share constant sub-objects (``user``, ``source``, ``ueba.identity``
+...). Treat them as read-only; copy before mutating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import catalog as C
+from .world import (
+    ACTIONS,
+    CATEGORY_BY_TYPE,
+    DAY_MS,
+    FP_DIM,
+    HOUR_MS,
+    NEVER,
+    RES_TYPES,
+    World,
+    _workday_profile,
+    _zipf_cum,
+    action_tables,
+)
+
+DS_ACCESS, DS_API, DS_TELEMETRY = "ueba.access", "ueba.api", "ueba.telemetry"
+
+_TYPE_OF_ACTION = {"read": ["access"], "download": ["access"], "list": ["info"], "write": ["change"],
+                   "invoke": ["access"], "login": ["start"]}
+_TYPE_LISTS = [_TYPE_OF_ACTION[a] for a in ACTIONS]
+CAT_AUTH = ["authentication"]
+CAT_API = ["api"]
+CAT_PROCESS = ["process"]
+CAT_CONFIG = ["configuration"]
+TYPE_START, TYPE_ACCESS, TYPE_INFO, TYPE_CHANGE = ["start"], ["access"], ["info"], ["change"]
+
+
+@dataclass
+class Batch:
+    """Events of one slice from one generator, in any order.
+
+    ``tags`` is ``None`` (baseline), one scenario id for every event, or a list
+    with a scenario id or ``None`` per event. Tags never enter the documents.
+    """
+
+    ts: np.ndarray                       # int64 epoch ms
+    kinds: list[str]
+    docs: list[dict[str, Any]]
+    tags: str | list[str | None] | None = None
+
+    @staticmethod
+    def empty() -> "Batch":
+        return Batch(np.empty(0, dtype=np.int64), [], [])
+
+
+@dataclass
+class _Acc:
+    """Accumulates documents for one batch."""
+
+    ts: list[int] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    tags: list[str | None] = field(default_factory=list)
+
+    def add(self, ts: int, kind: str, doc: dict[str, Any], tag: str | None = None) -> None:
+        self.ts.append(ts)
+        self.kinds.append(kind)
+        self.docs.append(doc)
+        self.tags.append(tag)
+
+    def batch(self) -> Batch:
+        tags = self.tags if any(t is not None for t in self.tags) else None
+        return Batch(np.asarray(self.ts, dtype=np.int64), self.kinds, self.docs, tags)
+
+
+def slice_rng(seed: int, component: int, slice_index: int) -> np.random.Generator:
+    """Independent stream per (component, slice): adding a scenario never
+    changes the baseline draws."""
+    return np.random.default_rng([seed, component, slice_index])
+
+
+def hour_of_week(t_ms: int) -> int:
+    """0 = Monday 00:00 UTC. The epoch was a Thursday (72 h after a Monday)."""
+    return int((t_ms // HOUR_MS + 72) % 168)
+
+
+# ---------------------------------------------------------------- documents
+
+
+def access_doc(user, identity, source, ua, action: str, outcome: str, res, transfer) -> dict[str, Any]:
+    """An access event reading/writing resource ``res`` (a shared ``ueba.resource`` dict)."""
+    ueba = {"identity": identity, "resource": res}
+    if transfer is not None:
+        ueba["transfer"] = transfer
+    return {
+        "@timestamp": None,
+        "event": {"kind": "event", "category": CATEGORY_BY_TYPE[RES_TYPES.index(res["type"])],
+                  "type": _TYPE_OF_ACTION[action], "action": action, "outcome": outcome, "dataset": DS_ACCESS},
+        "user": user, "source": source, "user_agent": ua, "ueba": ueba,
+    }
+
+
+def login_doc(user, identity, source, ua, outcome: str) -> dict[str, Any]:
+    return {
+        "@timestamp": None,
+        "event": {"kind": "event", "category": CAT_AUTH, "type": TYPE_START, "action": "login",
+                  "outcome": outcome, "dataset": DS_ACCESS},
+        "user": user, "source": source, "user_agent": ua, "ueba": {"identity": identity},
+    }
+
+
+def predict_doc(key, source, model_doc, url, status: int, duration_ns: int, req_bytes: int,
+                resp_bytes: int, fingerprint: list[float]) -> dict[str, Any]:
+    return {
+        "@timestamp": None,
+        "event": {"kind": "event", "category": CAT_API, "type": TYPE_ACCESS, "action": "predict",
+                  "outcome": "success" if status < 400 else "failure", "duration": duration_ns, "dataset": DS_API},
+        "source": source, "organization": key.org, "user_agent": key.ua, "url": url,
+        "http": {"request": {"method": "POST", "body": {"bytes": req_bytes}},
+                 "response": {"status_code": status, "body": {"bytes": resp_bytes}}},
+        "ueba": {"identity": key.identity, "api_key": key.api_key, "model": model_doc,
+                 "input": {"fingerprint": fingerprint}},
+    }
+
+
+_CHAT_URL = {"path": "/v1/chat/completions"}
+_LLM_MODEL_DOCS = [{"id": m, "registered": True} for m, _ in C.LLMS]
+
+
+def chat_doc(key, source, ua, llm: int, llm_doc, prompt_doc, status: int, duration_ns: int,
+             in_tokens: int, out_tokens: int) -> dict[str, Any]:
+    return {
+        "@timestamp": None,
+        "event": {"kind": "event", "category": CAT_API, "type": TYPE_ACCESS, "action": "chat",
+                  "outcome": "success" if status < 400 else "failure", "duration": duration_ns, "dataset": DS_API},
+        "source": source, "organization": key.org, "user_agent": ua, "url": _CHAT_URL,
+        "http": {"request": {"method": "POST", "body": {"bytes": 4 * in_tokens + 120}},
+                 "response": {"status_code": status, "body": {"bytes": 4 * out_tokens + 200}}},
+        "gen_ai": {"system": llm_doc["system"], "operation": llm_doc["operation"], "request": llm_doc["request"],
+                   "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens}},
+        "ueba": {"identity": key.identity, "api_key": key.api_key, "model": _LLM_MODEL_DOCS[llm],
+                 "gen_ai": prompt_doc},
+    }
+
+
+def telemetry_doc(model, model_doc, prediction: str, confidence: float, features: dict[str, float],
+                  error: bool, duration_ns: int, caller: str) -> dict[str, Any]:
+    return {
+        "@timestamp": None,
+        "event": {"kind": "event", "category": CAT_PROCESS, "type": TYPE_INFO, "action": "inference",
+                  "outcome": "failure" if error else "success", "duration": duration_ns, "dataset": DS_TELEMETRY},
+        "ueba": {"identity": model.identity, "model": model_doc,
+                 "telemetry": {"prediction": prediction, "confidence": confidence, "features": features,
+                               "error": error, "caller_api_key": caller}},
+    }
+
+
+def deploy_doc(model, model_doc, user, deployment_id: str) -> dict[str, Any]:
+    return {
+        "@timestamp": None,
+        "event": {"kind": "event", "category": CAT_CONFIG, "type": TYPE_CHANGE, "action": "model-deploy",
+                  "outcome": "success", "dataset": DS_TELEMETRY},
+        "user": user,
+        "ueba": {"identity": model.identity, "model": model_doc, "deployment_id": deployment_id},
+    }
+
+
+# -------------------------------------------------------------- volumes
+
+
+_ACT_CUM, _ = action_tables()
+_A_READ, _A_DOWNLOAD, _A_LIST, _A_WRITE = (ACTIONS.index(a) for a in ("read", "download", "list", "write"))
+
+
+def draw_transfers(rng: np.random.Generator, world: World, res: np.ndarray, mu_boost: float | np.ndarray = 0.0,
+                   read_scale: float = 0.1) -> tuple[list[int], list[str], list[int], list[int], list[int]]:
+    """Actions and lognormal volumes for accesses to resources ``res``.
+
+    Returns action index, action name, bytes, rows (-1 = none) and objects per event.
+    """
+    n = len(res)
+    rtype = world.res_type[res]
+    act = (_ACT_CUM[rtype] < rng.random(n)[:, None]).sum(1)
+    z = rng.standard_normal(n)
+    nbytes = np.exp(world.res_mu[res] + mu_boost + world.res_sigma[res] * z)
+    nbytes = np.where(act == _A_READ, nbytes * read_scale, nbytes)
+    nbytes = np.where(act == _A_WRITE, nbytes * 0.3, nbytes)
+    objects = np.ones(n, dtype=np.int64)
+    listed = act == _A_LIST
+    if listed.any():
+        objects[listed] = np.exp(rng.normal(3.5, 1.2, int(listed.sum()))).astype(np.int64) + 1
+        nbytes = np.where(listed, objects * 180.0, nbytes)
+    dl = act == _A_DOWNLOAD
+    if dl.any():
+        objects[dl] = 1 + rng.poisson(2.0, int(dl.sum()))
+    bpr = world.res_bpr[res]
+    rows = np.where((bpr > 0) & ~listed, nbytes / np.maximum(bpr, 1), -1).astype(np.int64)
+    nbytes = nbytes.astype(np.int64) + 1
+    return act.tolist(), [ACTIONS[a] for a in act.tolist()], nbytes.tolist(), rows.tolist(), objects.tolist()
+
+
+def transfer_dict(nbytes: int, rows: int, objects: int) -> dict[str, int]:
+    if rows >= 0:
+        return {"bytes": nbytes, "rows": rows, "objects": objects}
+    return {"bytes": nbytes, "objects": objects}
+
+
+# -------------------------------------------------------------- humans
+
+
+class HumanTraffic:
+    """Logins and resource accesses of people: working hours in their own
+    timezone on weekdays, on-call nights, business trips, new projects."""
+
+    component = 1
+
+    def __init__(self, world: World) -> None:
+        self.w = world
+        hs = world.humans
+        n = len(hs)
+        self.rate = np.array([h.rate for h in hs])
+        k_max = max(len(h.slots) for h in hs)
+        self.slots = np.zeros((n, k_max), dtype=np.int64)
+        self.cum_before = np.ones((n, k_max))
+        self.cum_after = np.ones((n, k_max))
+        for i, h in enumerate(hs):
+            n_proj = len(world.team_resources[h.team]["project"])
+            k_usual = len(h.slots) - n_proj
+            self.slots[i, : len(h.slots)] = h.slots
+            self.cum_before[i, :k_usual] = _zipf_cum(k_usual)
+            # after a project starts, ~40% of work goes to its new datasets
+            w = np.concatenate([(1.0 / np.arange(1, k_usual + 1) ** 1.1), np.full(n_proj, 0.0)])
+            w = w / w.sum() * 0.6
+            w[k_usual:] = 0.4 / max(n_proj, 1)
+            self.cum_after[i, : len(w)] = np.cumsum(w)
+            self.cum_after[i, len(w) - 1:] = 1.0
+            self.cum_before[i, k_usual - 1:] = 1.0
+        self.project_ms = np.array([h.project_ms for h in hs], dtype=np.int64)
+        trips = [h.trip for h in hs]
+        self.dep = np.array([t.depart_ms if t else NEVER for t in trips], dtype=np.int64)
+        self.arr = np.array([t.arrive_ms if t else NEVER for t in trips], dtype=np.int64)
+        self.bdep = np.array([t.back_depart_ms if t else NEVER for t in trips], dtype=np.int64)
+        self.barr = np.array([t.back_arrive_ms if t else NEVER for t in trips], dtype=np.int64)
+        self.n_src = np.array([len(h.sources) for h in hs])
+        self.n_ua = np.array([len(h.uas) for h in hs])
+
+    def activity(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Expected activity weight per human in the slice, and who is abroad."""
+        factor = self.w.human_profile[:, hour_of_week(t0)] * ((t1 - t0) / HOUR_MS)
+        flying = ((t0 < self.arr) & (t1 > self.dep)) | ((t0 < self.barr) & (t1 > self.bdep))
+        factor = np.where(flying, 0.0, factor)
+        away = (t0 >= self.arr) & (t0 < self.bdep)
+        return factor, away
+
+    def generate(self, si: int, t0: int, t1: int) -> Batch:
+        w, hs = self.w, self.w.humans
+        rng = slice_rng(w.config.seed, self.component, si)
+        factor, away = self.activity(t0, t1)
+        counts = rng.poisson(self.rate * factor)
+        n_login = rng.poisson(0.35 * factor)
+        acc = _Acc()
+
+        # resource accesses
+        idx = np.repeat(np.arange(len(hs)), counts)
+        n = len(idx)
+        if n:
+            ts = t0 + rng.integers(0, t1 - t0, n)
+            after = ts >= self.project_ms[idx]
+            u = rng.random(n)
+            cum = np.where(after[:, None], self.cum_after[idx], self.cum_before[idx])
+            slot = (cum < u[:, None]).sum(1)
+            res = self.slots[idx, slot]
+            acts, names, nbytes, rows, objs = draw_transfers(rng, w, res)
+            failed = (rng.random(n) < 0.004).tolist()
+            src_i = (rng.random(n) * self.n_src[idx]).astype(np.int64).tolist()
+            ua_i = (rng.random(n) * self.n_ua[idx]).astype(np.int64).tolist()
+            away_e = away[idx].tolist()
+            resources = w.resources
+            for j, (i, r, t) in enumerate(zip(idx.tolist(), res.tolist(), ts.tolist())):
+                h = hs[i]
+                src = h.trip.source if away_e[j] else h.sources[src_i[j]]
+                if failed[j]:
+                    doc = access_doc(h.user, h.identity, src, h.uas[ua_i[j]], names[j], "failure",
+                                     resources[r].doc, None)
+                else:
+                    doc = access_doc(h.user, h.identity, src, h.uas[ua_i[j]], names[j], "success",
+                                     resources[r].doc, transfer_dict(nbytes[j], rows[j], objs[j]))
+                acc.add(t, "access", doc)
+
+        # logins, with the occasional typo first
+        idx = np.repeat(np.arange(len(hs)), n_login)
+        if len(idx):
+            ts = t0 + rng.integers(0, t1 - t0, len(idx))
+            typo = (rng.random(len(idx)) < 0.05).tolist()
+            gap = rng.integers(4_000, 40_000, len(idx)).tolist()
+            src_i = (rng.random(len(idx)) * self.n_src[idx]).astype(np.int64).tolist()
+            ua_i = (rng.random(len(idx)) * self.n_ua[idx]).astype(np.int64).tolist()
+            away_e = away[idx].tolist()
+            for j, (i, t) in enumerate(zip(idx.tolist(), ts.tolist())):
+                h = hs[i]
+                src = h.trip.source if away_e[j] else h.sources[src_i[j]]
+                ua = h.uas[ua_i[j]]
+                if typo[j]:
+                    acc.add(max(t0, t - gap[j]), "access", login_doc(h.user, h.identity, src, ua, "failure"))
+                acc.add(t, "access", login_doc(h.user, h.identity, src, ua, "success"))
+        return acc.batch()
+
+
+# -------------------------------------------------------------- service accounts
+
+
+class ServiceTraffic:
+    """Machine identities: CI on the team's working hours, serving at a constant
+    rate, ETL hourly at a fixed minute, nightly batch jobs with big volumes."""
+
+    component = 2
+
+    def __init__(self, world: World) -> None:
+        self.w = world
+        self.profiles = [_workday_profile(s.tz, 0, False, weekend=0.02) for s in world.services]
+
+    def expected(self, s, si_t0: int, t1: int) -> float:
+        hour = (si_t0 // HOUR_MS) % 24
+        frac = (t1 - si_t0) / HOUR_MS
+        if s.kind == "ci":
+            return s.rate * self.profiles[self.w.services.index(s)][hour_of_week(si_t0)] * frac
+        if s.kind == "batch":
+            return (s.rate if hour == s.cron_hour else 0.5) * frac
+        return s.rate * frac
+
+    def generate(self, si: int, t0: int, t1: int) -> Batch:
+        w = self.w
+        rng = slice_rng(w.config.seed, self.component, si)
+        acc = _Acc()
+        hour = (t0 // HOUR_MS) % 24
+        span = t1 - t0
+        for k, s in enumerate(w.services):
+            lam = self.expected(s, t0, t1) if s.kind != "ci" else s.rate * self.profiles[k][hour_of_week(t0)] * span / HOUR_MS
+            n = int(rng.poisson(lam))
+            if not n:
+                continue
+            if s.kind == "etl" or (s.kind == "batch" and hour == s.cron_hour):
+                start = min(s.cron_minute * 60_000, max(span - 1, 0))
+                ts = t0 + start + np.minimum(rng.exponential(20_000 if s.kind == "etl" else 600_000, n).astype(np.int64),
+                                             span - 1 - start)
+            else:
+                ts = t0 + rng.integers(0, span, n)
+            res = s.slots[rng.integers(0, len(s.slots), n)]
+            boost = 1.5 if s.kind == "batch" else 0.0
+            _, names, nbytes, rows, objs = draw_transfers(rng, w, res, mu_boost=boost, read_scale=1.0)
+            src_i = rng.integers(0, len(s.sources), n).tolist()
+            for j, (r, t) in enumerate(zip(res.tolist(), ts.tolist())):
+                acc.add(t, "access", access_doc(s.user, s.identity, s.sources[src_i[j]], s.ua, names[j], "success",
+                                                w.resources[r].doc, transfer_dict(nbytes[j], rows[j], objs[j])))
+        return acc.batch()
+
+
+# -------------------------------------------------------------- tenants / API
+
+
+class TenantTraffic:
+    """Inference calls by tenants' API keys (classical predict and LLM chat),
+    and the per-inference telemetry each classical call leaves on its model."""
+
+    component = 3
+
+    def __init__(self, world: World) -> None:
+        self.w = world
+        ks = world.keys
+        self.rate = np.array([k.rate for k in ks])
+        self.p_llm = np.array([k.p_llm for k in ks])
+        n_slot = max(len(k.models) for k in ks)
+        self.models = np.zeros((len(ks), n_slot), dtype=np.int64)
+        self.model_p = np.ones((len(ks), n_slot))
+        self.fp_mu = np.zeros((len(ks), n_slot, FP_DIM))
+        self.fp_sigma = np.ones((len(ks), n_slot))
+        self.feat_shift = np.zeros((len(ks), n_slot))
+        for i, k in enumerate(ks):
+            m = len(k.models)
+            self.models[i, :m] = k.models
+            self.model_p[i, :m] = k.model_p
+            self.model_p[i, m - 1:] = 1.0
+            self.fp_mu[i, :m] = k.fp_mu
+            self.fp_sigma[i, :m] = k.fp_sigma
+            self.feat_shift[i, :m] = k.feat_shift
+        self.profiles = [_workday_profile(k.tz, 0, False, weekend=0.15) for k in ks]
+        self.n_src = np.array([len(k.sources) for k in ks])
+        ms = world.models
+        self.lat_mu = np.array([m.latency_mu for m in ms])
+        self.err = np.array([m.error_rate for m in ms])
+
+    def factor(self, t0: int, t1: int) -> np.ndarray:
+        how = hour_of_week(t0)
+        hour = (t0 // HOUR_MS) % 24
+        out = np.empty(len(self.w.keys))
+        for i, k in enumerate(self.w.keys):
+            if k.pattern == "business":
+                out[i] = self.profiles[i][how]
+            elif k.pattern == "cron":
+                out[i] = 6.0 if hour == k.cron_hour else 0.15
+            else:
+                out[i] = 1.0
+        return out * ((t1 - t0) / HOUR_MS)
+
+    def generate(self, si: int, t0: int, t1: int) -> Batch:
+        w = self.w
+        rng = slice_rng(w.config.seed, self.component, si)
+        counts = rng.poisson(self.rate * self.factor(t0, t1))
+        idx = np.repeat(np.arange(len(w.keys)), counts)
+        acc = _Acc()
+        n = len(idx)
+        if not n:
+            return acc.batch()
+        ts = t0 + rng.integers(0, t1 - t0, n)
+        is_llm = rng.random(n) < self.p_llm[idx]
+        src_i = (rng.random(n) * self.n_src[idx]).astype(np.int64)
+        classical = ~is_llm
+        emit_predictions(acc, rng, w, idx[classical], ts[classical], src_i[classical], self, t1)
+        emit_chats(acc, rng, w, idx[is_llm], ts[is_llm], src_i[is_llm])
+        return acc.batch()
+
+
+def draw_status(rng: np.random.Generator, err: np.ndarray) -> np.ndarray:
+    u = rng.random(len(err))
+    status = np.full(len(err), 200)
+    status = np.where(u < err + 0.005, 400, status)
+    status = np.where(u < err + 0.003, 429, status)
+    status = np.where(u < err * 0.7, 500, status)
+    status = np.where(u < err * 0.3, 503, status)
+    return status
+
+
+def emit_predictions(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndarray, ts: np.ndarray,
+                     src_i: np.ndarray, tt: TenantTraffic, t1: int, *, fingerprints: np.ndarray | None = None,
+                     model_override: int | None = None, tag: str | None = None, ua: dict | None = None,
+                     source: dict | None = None, feat_offset: float = 0.0, pred_class: int | None = None,
+                     conf_scale: float = 1.0, model_list: list | None = None) -> None:
+    """Classical predict calls of keys ``idx`` at ``ts`` plus their model telemetry.
+
+    Scenario code reuses this with overrides so attack traffic has exactly the
+    baseline's shape except for what the attack changes.
+    """
+    n = len(idx)
+    if not n:
+        return
+    models = model_list if model_list is not None else w.models
+    if model_override is None:
+        slot = (tt.model_p[idx] < rng.random(n)[:, None]).sum(1)
+        mi = tt.models[idx, slot]
+    else:
+        slot = np.zeros(n, dtype=np.int64)
+        mi = np.full(n, model_override, dtype=np.int64)
+    if fingerprints is None:
+        fingerprints = tt.fp_mu[idx, slot] + tt.fp_sigma[idx, slot][:, None] * rng.standard_normal((n, FP_DIM))
+    fps = fingerprints.round(3).tolist()
+    lat_mu = np.array([m.latency_mu for m in models])[mi]
+    status = draw_status(rng, np.array([m.error_rate for m in models])[mi]).tolist()
+    lat_ms = np.exp(lat_mu + 0.45 * rng.standard_normal(n))
+    dur = (lat_ms * 1e6).astype(np.int64).tolist()
+    req_b = (600 + np.exp(rng.normal(6.5, 0.6, n))).astype(np.int64).tolist()
+    resp_b = rng.integers(90, 400, n).tolist()
+    # telemetry draws, vectorised per model
+    u_cls = rng.random(n)
+    conf = (rng.beta(9.0, 1.8, n) * conf_scale).tolist()
+    zf = (rng.standard_normal((n, 4)) + tt.feat_shift[idx, slot][:, None]).tolist()
+    u_drift = rng.random(n).tolist()
+    vi = np.zeros(n, dtype=np.int64)
+    cls = np.zeros(n, dtype=np.int64)
+    for m_i in np.unique(mi).tolist():
+        mask = mi == m_i
+        m = models[m_i]
+        if m.deploys_ms:
+            vi[mask] = np.searchsorted(np.asarray(m.deploys_ms, dtype=np.int64), ts[mask], side="right")
+        cls[mask] = np.minimum(np.searchsorted(m.class_p, u_cls[mask], side="right"), len(m.classes) - 1)
+    if pred_class is not None:
+        cls[:] = pred_class
+    t_tel = np.minimum(ts + lat_ms.astype(np.int64), t1 - 1).tolist()
+    keys = w.keys
+    ts_l, idx_l, mi_l, src_l, vi_l, cls_l = ts.tolist(), idx.tolist(), mi.tolist(), src_i.tolist(), vi.tolist(), cls.tolist()
+    for j in range(n):
+        t, k, m = ts_l[j], keys[idx_l[j]], models[mi_l[j]]
+        mdoc = m.version_docs[vi_l[j]]
+        etag = tag
+        if t >= m.tamper_ms:
+            mdoc = m.tamper_doc
+            etag = etag or m.tamper_tag
+        src = source if source is not None else k.sources[src_l[j]]
+        st = status[j]
+        doc = predict_doc(k, src, mdoc, m.url, st, dur[j], req_b[j], resp_b[j], fps[j])
+        if ua is not None:
+            doc["user_agent"] = ua
+        acc.add(t, "api", doc, etag)
+        if st == 429 or st == 400:
+            continue  # rejected before the model ran
+        c = cls_l[j]
+        conf_j = conf[j]
+        z = zf[j]
+        f0 = feat_offset
+        if t >= m.drift_start_ms:
+            d = min(1.0, (t - m.drift_start_ms) / max(1, m.drift_end_ms - m.drift_start_ms))
+            if u_drift[j] < 0.35 * d:
+                c = m.drift_class
+            conf_j -= 0.2 * d
+            f0 += 2.0 * d
+            etag = etag or m.drift_tag
+        mu, sg = m.feat_mu_l, m.feat_sigma_l
+        feats = {name: round(mu[q] + sg[q] * (z[q] + f0 if q == 0 else z[q]), 3) for q, name in enumerate(m.features)}
+        conf_j = round(min(max(conf_j, 0.0), 1.0), 4)
+        acc.add(t_tel[j], "telemetry", telemetry_doc(m, mdoc, m.classes[c], conf_j, feats, st >= 500, dur[j], k.id), etag)
+
+
+def emit_chats(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndarray, ts: np.ndarray, src_i: np.ndarray,
+               *, prompts: list[dict] | None = None, tag: str | None = None, ua: dict | None = None,
+               source: dict | None = None, out_scale: float = 1.0) -> None:
+    """LLM chat calls of keys ``idx`` at ``ts`` with prompts from the benign pool (or ``prompts``)."""
+    n = len(idx)
+    if not n:
+        return
+    pool = prompts if prompts is not None else w.prompts
+    p_i = rng.integers(0, len(pool), n).tolist()
+    ctx = np.exp(rng.normal(5.5, 0.9, n)).astype(np.int64)
+    out_tok = (np.exp(rng.normal(5.0, 0.8, n)) * out_scale).astype(np.int64) + 1
+    dur = ((250 + 18 * out_tok * rng.uniform(0.7, 1.4, n)) * 1e6).astype(np.int64).tolist()
+    status = draw_status(rng, np.full(n, 0.004)).tolist()
+    ctx_l, out_l = ctx.tolist(), out_tok.tolist()
+    keys, llms = w.keys, w.llm_docs
+    for j, (i, t) in enumerate(zip(idx.tolist(), ts.tolist())):
+        k = keys[i]
+        pd = pool[p_i[j]]
+        in_tok = len(pd["prompt"]) // 4 + ctx_l[j]
+        st = status[j]
+        acc.add(t, "api", chat_doc(k, source if source is not None else k.sources[src_i[j]], ua or k.ua, k.llm,
+                                   llms[k.llm], pd, st, dur[j], in_tok, out_l[j] if st < 400 else 0), tag)
+
+
+# -------------------------------------------------------------- deploys
+
+
+class ModelDeploys:
+    """Registry events when a model version rolls: the CI service account
+    writes the new artifact, then ``model-deploy`` appears on the telemetry
+    stream with the new artifact hash."""
+
+    component = 4
+
+    def __init__(self, world: World) -> None:
+        self.w = world
+
+    def deployer(self, team: str):
+        cis = [s for s in self.w.services if s.kind == "ci"]
+        for s in cis:
+            if s.team == team:
+                return s
+        return cis[0] if cis else self.w.services[0]
+
+    def generate(self, si: int, t0: int, t1: int) -> Batch:
+        acc = _Acc()
+        for m in self.w.models:
+            for k, t in enumerate(m.deploys_ms):
+                if t0 <= t < t1:
+                    sa = self.deployer(m.team)
+                    art = next(r for r in self.w.resources if r.type == "model_artifact" and r.id.endswith(f"/{m.id}/model.safetensors"))
+                    tw = max(t0, t - 90_000)
+                    acc.add(tw, "access", access_doc(sa.user, sa.identity, sa.sources[0], sa.ua, "write", "success",
+                                                     art.doc, {"bytes": int(np.exp(m.latency_mu) * 4e7), "objects": 1}))
+                    acc.add(t, "telemetry", deploy_doc(m, m.version_docs[k + 1], sa.user, f"dep-{m.id}-{k + 1}"))
+        return acc.batch()
+
+
+__all__ = ["Batch", "HumanTraffic", "ServiceTraffic", "TenantTraffic", "ModelDeploys", "DAY_MS"]

@@ -1,0 +1,211 @@
+"""Fixtures for tests against the genuine Kafka broker and OpenSearch engine.
+
+Services are session-scoped and started through the same scripts as
+``deploy/local.sh`` when they do not already answer at the configured
+addresses (``make test`` starts them first; then the fixtures reuse them).
+Each fixture prints the real version of what it talks to.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from streams.settings import Settings, to_env
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_BOOTSTRAP = os.environ.get("UEBA_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+SEARCH_URL = os.environ.get("UEBA_SEARCH__URL", "http://127.0.0.1:9200")
+ES_EMULATOR_URL = os.environ.get("UEBA_TEST_ES_EMULATOR_URL", "http://127.0.0.1:9201")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.integration)
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(line)
+    else:
+        print(line)
+
+
+def _kafka_answers(bootstrap: str) -> bool:
+    try:
+        AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000, "log_level": 0}).list_topics(timeout=3)
+        return True
+    except Exception:
+        return False
+
+
+def _http_answers(url: str) -> dict[str, Any] | None:
+    try:
+        r = httpx.get(url, timeout=3)
+        return r.json() if r.status_code == 200 else None
+    except Exception:
+        return None
+
+
+def _script(name: str, *args: str) -> str:
+    proc = subprocess.run(["bash", str(ROOT / "deploy" / name), *args], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"deploy/{name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(pytestconfig: pytest.Config) -> Iterator[str]:
+    started = False
+    if not _kafka_answers(KAFKA_BOOTSTRAP):
+        _script("kafka.sh", "up")
+        started = True
+    status = _script("kafka.sh", "status") if (ROOT / "deploy/.work/kafka/kafka.pid").exists() else "external broker"
+    version = next((ln for ln in status.splitlines() if ln.startswith("kafka ")), status.strip())
+    _say(pytestconfig, f"[services] Apache Kafka: {version}")
+    yield KAFKA_BOOTSTRAP
+    if started:
+        _script("kafka.sh", "down")
+
+
+@pytest.fixture(scope="session")
+def opensearch_url(pytestconfig: pytest.Config) -> Iterator[str]:
+    started = False
+    info = _http_answers(SEARCH_URL)
+    if info is None:
+        _script("opensearch.sh", "up")
+        started = True
+        info = _http_answers(SEARCH_URL)
+    assert info is not None, f"OpenSearch does not answer at {SEARCH_URL}"
+    v = info["version"]
+    _say(pytestconfig, f"[services] GET {SEARCH_URL}/ -> version {v['number']}, distribution {v.get('distribution', 'elasticsearch')}")
+    yield SEARCH_URL
+    if started:
+        _script("opensearch.sh", "down")
+
+
+@pytest.fixture(scope="session")
+def es_emulator_url(pytestconfig: pytest.Config) -> Iterator[str]:
+    started = False
+    info = _http_answers(ES_EMULATOR_URL)
+    if info is None:
+        _script("es-emulator.sh", "up")
+        started = True
+        info = _http_answers(ES_EMULATOR_URL)
+    assert info is not None
+    _say(pytestconfig, f"[services] GET {ES_EMULATOR_URL}/ -> Elasticsearch API {info['version']['number']} (noida-db emulator)")
+    yield ES_EMULATOR_URL
+    if started:
+        _script("es-emulator.sh", "down")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings with topics, consumer groups and state private to this test."""
+    run = uuid.uuid4().hex[:8]
+    return Settings(
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        topics={
+            "access": f"t{run}.access",
+            "api": f"t{run}.api",
+            "telemetry": f"t{run}.telemetry",
+            "alerts": f"t{run}.alerts",
+            "risk": f"t{run}.risk",
+            "deadletter": f"t{run}.deadletter",
+            "partitions": 3,
+        },
+        search={"url": SEARCH_URL, "namespace": f"t{run}"},
+        worker={
+            "app_id": f"ueba-test-{run}",
+            "data_dir": str(tmp_path / "worker"),
+            "web_port": free_port(),
+            "metrics_port": 0,
+            "scorer": "first_seen",
+        },
+    )
+
+
+def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    p = Producer(settings.kafka.confluent_config())
+    for key, value in records:
+        p.produce(topic, value=value, key=key)
+    assert p.flush(30) == 0
+
+
+def consume(settings: Settings, topic: str, n: int, timeout: float = 60.0) -> list[Any]:
+    """Read until ``n`` messages arrived on ``topic`` (from the beginning) or timeout."""
+    c = Consumer(
+        {**settings.kafka.confluent_config(), "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
+    c.subscribe([topic])
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < n and time.monotonic() < deadline:
+            for m in c.consume(100, timeout=0.5):
+                if m.error() is None:
+                    got.append(m)
+    finally:
+        c.close()
+    return got
+
+
+class WorkerProcess:
+    """``ueba worker`` in a child process, like production runs it."""
+
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UEBA_")}
+        env.update(to_env(settings))
+        env.update(extra_env or {})
+        env.pop("BROKER_URL", None)  # would override the broker Faust is given
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+@contextmanager
+def worker(settings: Settings, tmp_path: Path, name: str = "worker", **kw: Any) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(settings, tmp_path / f"{name}.log", **kw)
+    try:
+        yield w
+    finally:
+        w.stop()
