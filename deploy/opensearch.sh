@@ -53,9 +53,12 @@ cmd_fetch() {
   local tmp="$LIB.tmp.$$"
   rm -rf "$tmp"
   # shellcheck disable=SC2086
-  "$MVN" -q -B -Dstyle.color=never -f "$PROJ/pom.xml" ${OS_MVN_ARGS:-} package dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$tmp" \
-    || { rm -rf "$tmp"; die "maven build failed"; }
+  if ! "$MVN" -q -B -Dstyle.color=never -f "$PROJ/pom.xml" ${OS_MVN_ARGS:-} package dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$tmp" >"$WORK/fetch.log" 2>&1; then
+    tail -n 40 "$WORK/fetch.log" >&2
+    rm -rf "$tmp"
+    die "maven build failed (full output: $WORK/fetch.log)"
+  fi
   cp "$PROJ/target/ueba-opensearch-launcher.jar" "$tmp/"
   rm -rf "$LIB"
   mv "$tmp" "$LIB"
@@ -132,7 +135,8 @@ cmd_up() {
 
   while true; do
     if ! kill -0 "$pid" 2>/dev/null; then
-      log "OpenSearch exited during startup; last 40 log lines ($LOG):"
+      log "OpenSearch exited during startup: $(grep -m1 -E '^\[[^]]*\]\[(ERROR|FATAL)' "$LOG" | cut -c1-300 || true)"
+      log "last 40 log lines ($LOG):"
       tail -n 40 "$LOG" >&2 || true
       rm -f "$PIDFILE"
       exit 1
@@ -190,7 +194,7 @@ cmd_status() {
 
 cmd_reset() {
   cmd_down
-  rm -rf "$WORK/home" "$WORK/data" "$WORK/logs" "$WORK/tmp" "$LOG" "$LOG.1"
+  rm -rf "${WORK:?}/home" "${WORK:?}/data" "${WORK:?}/logs" "${WORK:?}/tmp" "$LOG" "$LOG.1"
   log "data, logs and home wiped (lib kept)"
 }
 

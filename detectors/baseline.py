@@ -186,7 +186,9 @@ class WindowedVolume:
         10% change.
     Slow drip (when ``day`` is True)
         Daily totals are compared with a daily baseline the same way and fed
-        to a one-sided CUSUM ``S = max(0, S + z - k)``; the score of the
+        to a one-sided CUSUM ``S = max(0, S + min(z, zmax) - k)``; the cap
+        keeps one burst day (the burst test's business) from holding the
+        drip alarm up for weeks; the score of the
         current day is ``100 * (1 - exp(-2 k S'))`` with ``S'`` including the
         running day.  Many days of moderate excess, each below the burst
         threshold, add up.  Days that push ``S`` above 0 are learned at
@@ -231,11 +233,13 @@ class WindowedVolume:
             return 0.0, 0.0
         dsum = x if int(ts // 86400.0) != self.day else self.day_sum + x
         z = (math.log1p(dsum) - d.mean) / math.sqrt(d.var + prm.min_log_std * prm.min_log_std)
-        s = self.cusum
-        if z - prm.drip_k > 0.0:
-            s += z - prm.drip_k
-        if s <= 0.0:
+        # Only a day that is itself in excess is part of a drip: the CUSUM is
+        # the identity's state, the event is flagged when it adds to it.
+        if z <= prm.drip_k:
             return 0.0, 0.0
+        if z > prm.drip_zmax:
+            z = prm.drip_zmax
+        s = self.cusum + z - prm.drip_k
         return 100.0 * (1.0 - cusum_tail(s, prm.drip_k)), s
 
     # -- learning --------------------------------------------------------------
@@ -286,6 +290,8 @@ class WindowedVolume:
         w = 1.0
         if d.n >= prm.drip_warmup:
             z = (v - d.mean) / math.sqrt(d.var + prm.min_log_std * prm.min_log_std)
+            if z > prm.drip_zmax:
+                z = prm.drip_zmax
             self.cusum = max(0.0, self.cusum + z - prm.drip_k)
             if self.cusum > 0.0:
                 w = prm.protect_weight

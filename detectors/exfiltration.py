@@ -53,6 +53,8 @@ class ExfiltrationParams(BaselineParams):
         Floor on the spread of ``log1p(volume)`` (0.5 ~ a factor 1.65).
     drip_k : float
         CUSUM allowance in standard deviations per day.
+    drip_zmax : float
+        Most one day can add to the CUSUM (in standard deviations).
     drip_warmup : int
         Active days before the slow-drip test runs.
     """
@@ -62,6 +64,7 @@ class ExfiltrationParams(BaselineParams):
     half_life: float = 14 * 86400.0
     min_log_std: float = 0.5
     drip_k: float = 0.5
+    drip_zmax: float = 3.0
     drip_warmup: int = 7
 
 

@@ -63,6 +63,7 @@ class ApiUsageParams(BaselineParams):
     error_prior: float = 0.02
     prior_weight: float = 5.0
     drip_k: float = 0.5
+    drip_zmax: float = 3.0
     drip_warmup: int = 7
 
 

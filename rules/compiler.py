@@ -420,7 +420,7 @@ def compile_item(item: SigmaDetectionItem, key: str) -> CompiledItem:
     values = list(item.value)
     fld = item.field
     all_of = item.value_linking is ConditionAND
-    reprs = [_value_repr(v) for v in values]
+    reprs = [_value_repr(v) for v in (item.original_value or values)]
     required: frozenset[str] = frozenset()
     index = None
 

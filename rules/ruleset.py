@@ -563,7 +563,7 @@ def _load(paths: list[Path | str]) -> tuple[RuleSet, list[RuleIssue]]:
             referenced.update(r.stateful.announced_by)
             referenced.add(r.meta.id)
     for rid in referenced - generated:
-        rule = by_id_det.get(rid) or corr_ids.get(rid)
+        rule = by_id_det.get(rid)  # a correlation stays an alert even when another one builds on it
         if rule is not None:
             rule.meta.alert = False
 
@@ -711,6 +711,17 @@ def _tests_of(ctx: _Ctx, f: str, doc: LineDict, meta: RuleMeta, sequences: bool)
     meta.tests_line = line
 
 
+# Sigma spec names pySigma 2.0 does not map: utf16le is what pySigma calls wide.
+_MODIFIER_ALIASES = {"utf16le": "wide"}
+
+
+def _alias_modifiers(key: str | None) -> str | None:
+    if key is None or "|" not in key:
+        return key
+    f, *mods = key.split("|")
+    return "|".join([f, *(_MODIFIER_ALIASES.get(m, m) for m in mods)])
+
+
 def _item_key(key: Any) -> str | None:
     if key is None:
         return None
@@ -730,7 +741,7 @@ def _build_detection(ctx: _Ctx, f: str, rid: str, name: str, definition: Any, li
                 raise ValueError("a detection value cannot be a mapping")
             if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
                 raise ValueError("detection values must be scalars")
-            it = SigmaDetectionItem.from_mapping(key, value)
+            it = SigmaDetectionItem.from_mapping(_alias_modifiers(key), value)
             c = compile_item(it, key if key is not None else "(keywords)")
             c.line = kline
         except UnsupportedError as exc:

@@ -133,6 +133,38 @@ def produce(
         out.print(f"{k}\t{v}")
 
 
+@app.command()
+def replay(
+    files: list[Path] = typer.Argument(..., help="ECS JSON lines (.jsonl, .jsonl.gz), Parquet or CSV, processed in order."),
+    output: Path = typer.Option(..., "-o", "--output", help="Alerts as ECS JSON lines."),
+    risk_output: Optional[Path] = typer.Option(None, "--risk-output", help="Also write the entity risk timeline (risk changes) here."),
+    stream: Optional[str] = typer.Option(None, help="Treat every record as this stream (access, api, telemetry)."),
+    policy: Optional[Path] = typer.Option(None, help="Policy YAML (default: UEBA_WORKER__POLICY_FILE)."),
+    scorer: Optional[str] = typer.Option(None, help="suite (default) or first_seen."),
+) -> None:
+    """Run the identical pipeline in-process over files: no Kafka, no search engine."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .app import scorer_factory_for
+    from .policy import Policy
+    from .replay import Replayer
+
+    s = _settings()
+    if scorer:
+        s = s.model_copy(update={"worker": s.worker.model_copy(update={"scorer": scorer})})
+    if stream is not None and stream not in ("access", "api", "telemetry"):
+        raise UebaError(f"--stream must be access, api or telemetry, not {stream!r}")
+    pol = Policy.load(policy or s.worker.policy_file)
+    rp = Replayer(scorer_factory_for(s), policy=pol, min_score=s.worker.min_score, max_event_bytes=s.worker.max_event_bytes)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} events"), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("replaying", total=None)
+        stats = rp.run(list(files), stream=stream, progress=lambda n: bar.advance(task, n))
+    rp.write(output, risk_out=risk_output, namespace=s.search.namespace)
+    import orjson
+
+    out.print_json(orjson.dumps(stats.as_dict()).decode())
+
+
 @services_app.command("up")
 def services_up() -> None:
     """Start Kafka and OpenSearch on 127.0.0.1 (fetching them on first use)."""

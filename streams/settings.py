@@ -172,8 +172,10 @@ class WorkerSettings(_Section):
     #: "suite": the detector library's per-stream suites; "first_seen": the
     #: minimal first-seen scorer (the backbone's end-to-end check).
     scorer: Literal["suite", "first_seen"] = "suite"
-    #: Alerting threshold on the 0-100 score.
+    #: Alerting threshold on the 0-100 score (the policy file can refine it per detector/rule).
     min_score: float = Field(50.0, ge=0, le=100)
+    #: YAML policy: thresholds, allow-lists, suppression, learning mode, risk (streams/policy.py).
+    policy_file: Path | None = None
 
 
 class Settings(BaseSettings):

@@ -77,6 +77,12 @@ class _Acc:
         self.docs.append(doc)
         self.tags.append(tag)
 
+    def extend(self, ts: list[int], kind: str, docs: list[dict[str, Any]], tags: list[str | None] | str | None) -> None:
+        self.ts.extend(ts)
+        self.kinds.extend([kind] * len(docs))
+        self.docs.extend(docs)
+        self.tags.extend(tags if isinstance(tags, list) else [tags] * len(docs))
+
     def batch(self) -> Batch:
         tags = self.tags if any(t is not None for t in self.tags) else None
         return Batch(np.asarray(self.ts, dtype=np.int64), self.kinds, self.docs, tags)
@@ -462,60 +468,87 @@ def emit_predictions(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndar
     if fingerprints is None:
         fingerprints = tt.fp_mu[idx, slot] + tt.fp_sigma[idx, slot][:, None] * rng.standard_normal((n, FP_DIM))
     fps = fingerprints.round(3).tolist()
-    lat_mu = np.array([m.latency_mu for m in models])[mi]
-    status = draw_status(rng, np.array([m.error_rate for m in models])[mi]).tolist()
-    lat_ms = np.exp(lat_mu + 0.45 * rng.standard_normal(n))
-    dur = (lat_ms * 1e6).astype(np.int64).tolist()
+    per_model = np.array([(m.latency_mu, m.error_rate, m.drift_start_ms, m.drift_end_ms, m.tamper_ms) for m in models],
+                         dtype=np.float64)[mi]
+    status = draw_status(rng, per_model[:, 1])
+    lat_ms = np.exp(per_model[:, 0] + 0.45 * rng.standard_normal(n))
+    dur = (lat_ms * 1e6).astype(np.int64)
     req_b = (600 + np.exp(rng.normal(6.5, 0.6, n))).astype(np.int64).tolist()
     resp_b = rng.integers(90, 400, n).tolist()
-    # telemetry draws, vectorised per model
+    # telemetry, vectorised; poisoning drift ramps linearly from drift start to drift end
     u_cls = rng.random(n)
-    conf = (rng.beta(9.0, 1.8, n) * conf_scale).tolist()
-    zf = (rng.standard_normal((n, 4)) + tt.feat_shift[idx, slot][:, None]).tolist()
-    u_drift = rng.random(n).tolist()
+    conf = rng.beta(9.0, 1.8, n) * conf_scale
+    zf = rng.standard_normal((n, 4)) + tt.feat_shift[idx, slot][:, None]
+    u_drift = rng.random(n)
+    ds, de = per_model[:, 2], per_model[:, 3]
+    drifting = ts >= ds
+    d = np.where(drifting, np.clip((ts - ds) / np.maximum(de - ds, 1.0), 0.0, 1.0), 0.0)
+    zf[:, 0] += feat_offset + 2.0 * d
+    conf = np.clip(conf - 0.2 * d, 0.0, 1.0).round(4).tolist()
+    tampered = (ts >= per_model[:, 4]).tolist()
     vi = np.zeros(n, dtype=np.int64)
     cls = np.zeros(n, dtype=np.int64)
+    feats = np.zeros((n, 4))
     for m_i in np.unique(mi).tolist():
         mask = mi == m_i
         m = models[m_i]
         if m.deploys_ms:
             vi[mask] = np.searchsorted(np.asarray(m.deploys_ms, dtype=np.int64), ts[mask], side="right")
         cls[mask] = np.minimum(np.searchsorted(m.class_p, u_cls[mask], side="right"), len(m.classes) - 1)
+        if pred_class is None:
+            cls[mask & (u_drift < 0.35 * d)] = m.drift_class
+        nf = len(m.features)
+        feats[mask, :nf] = (m.feat_mu + m.feat_sigma * zf[mask, :nf]).round(3)
     if pred_class is not None:
         cls[:] = pred_class
+    feats_l = feats.tolist()
     t_tel = np.minimum(ts + lat_ms.astype(np.int64), t1 - 1).tolist()
+    drift_l = drifting.tolist()
+    status_l, dur_l = status.tolist(), dur.tolist()
     keys = w.keys
     ts_l, idx_l, mi_l, src_l, vi_l, cls_l = ts.tolist(), idx.tolist(), mi.tolist(), src_i.tolist(), vi.tolist(), cls.tolist()
+    api_docs: list[dict[str, Any]] = []
+    api_tags: list[str | None] = []
+    tel_ts: list[int] = []
+    tel_docs: list[dict[str, Any]] = []
+    tel_tags: list[str | None] = []
     for j in range(n):
-        t, k, m = ts_l[j], keys[idx_l[j]], models[mi_l[j]]
-        mdoc = m.version_docs[vi_l[j]]
+        k, m = keys[idx_l[j]], models[mi_l[j]]
         etag = tag
-        if t >= m.tamper_ms:
+        if tampered[j]:
             mdoc = m.tamper_doc
             etag = etag or m.tamper_tag
-        src = source if source is not None else k.sources[src_l[j]]
-        st = status[j]
-        doc = predict_doc(k, src, mdoc, m.url, st, dur[j], req_b[j], resp_b[j], fps[j])
-        if ua is not None:
-            doc["user_agent"] = ua
-        acc.add(t, "api", doc, etag)
+        else:
+            mdoc = m.version_docs[vi_l[j]]
+        st = status_l[j]
+        api_docs.append({
+            "@timestamp": None,
+            "event": {"kind": "event", "category": CAT_API, "type": TYPE_ACCESS, "action": "predict",
+                      "outcome": "success" if st < 400 else "failure", "duration": dur_l[j], "dataset": DS_API},
+            "source": source if source is not None else k.sources[src_l[j]], "organization": k.org,
+            "user_agent": ua if ua is not None else k.ua, "url": m.url,
+            "http": {"request": {"method": "POST", "body": {"bytes": req_b[j]}},
+                     "response": {"status_code": st, "body": {"bytes": resp_b[j]}}},
+            "ueba": {"identity": k.identity, "api_key": k.api_key, "model": mdoc, "input": {"fingerprint": fps[j]}},
+        })
+        api_tags.append(etag)
         if st == 429 or st == 400:
             continue  # rejected before the model ran
-        c = cls_l[j]
-        conf_j = conf[j]
-        z = zf[j]
-        f0 = feat_offset
-        if t >= m.drift_start_ms:
-            d = min(1.0, (t - m.drift_start_ms) / max(1, m.drift_end_ms - m.drift_start_ms))
-            if u_drift[j] < 0.35 * d:
-                c = m.drift_class
-            conf_j -= 0.2 * d
-            f0 += 2.0 * d
+        if drift_l[j]:
             etag = etag or m.drift_tag
-        mu, sg = m.feat_mu_l, m.feat_sigma_l
-        feats = {name: round(mu[q] + sg[q] * (z[q] + f0 if q == 0 else z[q]), 3) for q, name in enumerate(m.features)}
-        conf_j = round(min(max(conf_j, 0.0), 1.0), 4)
-        acc.add(t_tel[j], "telemetry", telemetry_doc(m, mdoc, m.classes[c], conf_j, feats, st >= 500, dur[j], k.id), etag)
+        tel_ts.append(t_tel[j])
+        tel_docs.append({
+            "@timestamp": None,
+            "event": {"kind": "event", "category": CAT_PROCESS, "type": TYPE_INFO, "action": "inference",
+                      "outcome": "failure" if st >= 500 else "success", "duration": dur_l[j], "dataset": DS_TELEMETRY},
+            "ueba": {"identity": m.identity, "model": mdoc,
+                     "telemetry": {"prediction": m.classes[cls_l[j]], "confidence": conf[j],
+                                   "features": dict(zip(m.features, feats_l[j])), "error": st >= 500,
+                                   "caller_api_key": k.id}},
+        })
+        tel_tags.append(etag)
+    acc.extend(ts_l, "api", api_docs, api_tags)
+    acc.extend(tel_ts, "telemetry", tel_docs, tel_tags)
 
 
 def emit_chats(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndarray, ts: np.ndarray, src_i: np.ndarray,

@@ -41,7 +41,8 @@ def exfiltration(seed: int) -> Stream:
     rows: list[tuple[float, dict, int]] = []
     base = {"user.name": "ana", "event.action": "download", "event.category": ["file"],
             "ueba.resource.type": "dataset"}
-    attack_hours = set(rng.sample([dh for dh in _workday_hours(42) if dh[0] >= 21], 8))
+    # The last working hour, so no normal event follows a pull on the same day.
+    attack_hours = set(rng.sample([dh for dh in _workday_hours(42) if dh[0] >= 21 and dh[1] == 17], 8))
     for d, h in _workday_hours(42):
         start = T0 + d * D + h * H
         if (d, h) in attack_hours:
