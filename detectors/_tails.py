@@ -1,15 +1,18 @@
 """Small shared helpers for the AI-specific scorers (extraction, change, drift).
 
-Tail probabilities, their combination, and defensive reading of event fields.
-Private: ``calibration.py`` is the project-wide calibration module; these are
-the few closed-form tails the AI scorers need on their hot path (all O(1),
-no scipy distribution objects, which cost ~50-100 µs per call).
+Combination of tail probabilities and defensive reading of event fields. The
+tails themselves and the 0-100 mapping come from :mod:`detectors.calibration`,
+the project's one place for them.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from .calibration import normal_sf, score_from_p
+
+__all__ = ["P_FLOOR", "num", "normal_sf", "sidak", "score_of", "surprise", "text", "fmt"]
 
 #: Smallest tail probability we report; keeps ``100 * (1 - p)`` strictly below 100
 #: for anything short of overwhelming evidence and keeps ``-log10(p)`` finite.
@@ -26,11 +29,6 @@ def num(value: Any) -> float | None:
     return None
 
 
-def normal_sf(z: float) -> float:
-    """Upper tail of the standard normal, P(Z >= z)."""
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
 def sidak(p_min: float, k: int) -> float:
     """Family-wise tail probability of the smallest of ``k`` independent p-values."""
     if k <= 1:
@@ -42,9 +40,8 @@ def sidak(p_min: float, k: int) -> float:
 
 
 def score_of(p: float) -> float:
-    """The project's calibrated score, ``100 * (1 - p)``, with ``p`` floored."""
-    p = min(max(p, P_FLOOR), 1.0)
-    return 100.0 * (1.0 - p)
+    """The project's calibrated score, ``100 * (1 - p)``, with ``p`` floored at :data:`P_FLOOR`."""
+    return score_from_p(max(p, P_FLOOR))
 
 
 def surprise(p: float) -> float:
@@ -53,13 +50,13 @@ def surprise(p: float) -> float:
 
 
 def text(value: Any, limit: int = 64) -> str | None:
-    """A short printable string for an attacker-controlled identifier, or None."""
+    """An attacker-controlled identifier as a string of at most ``limit`` UTF-8 bytes, or None."""
     if value is None or isinstance(value, (dict, list, tuple, set)):
         return None
-    s = str(value)
-    if not s:
-        return None
-    return s[:limit]
+    s = value if isinstance(value, str) else str(value)
+    if len(s) * 4 > limit:
+        s = s.encode("utf-8", "ignore")[:limit].decode("utf-8", "ignore")
+    return s or None
 
 
 def fmt(v: float) -> str:

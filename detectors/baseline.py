@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from .base import Explanation, Score
 from .calibration import cusum_tail, z_tail_score
 from .peers import PeerGroup
-from .stats import EWMeanVar, LogHistogram
+from .stats import EWMeanVar
 
 __all__ = ["BaselineParams", "CoreDetector", "WindowedVolume", "protect_weight", "num", "fmt_amount", "pack_parts", "unpack_parts"]
 
@@ -216,30 +216,74 @@ class WindowedVolume:
         """The current window total if ``x`` were added at ``ts`` (pure)."""
         return x if int(ts // width) != self.win else self.cur + x
 
-    def burst(self, total: float, prm: Any, ref: EWMeanVar | None) -> tuple[float, float]:
-        """(score, z) of a window total against the own baseline (if warm) or ``ref``."""
+    def burst(self, total: float, prm: Any, ref: EWMeanVar | None, ts: float | None = None) -> tuple[float, float]:
+        """(score, z) of a window total against the own baseline (if warm) or ``ref``.
+
+        With ``ts`` (an event time), a window that the event would close is
+        taken as learned first, so the first event of a window is judged like
+        the others (and like the batch path judges it).
+        """
         b = self.base
-        if b.n < prm.warmup:
+        if ts is not None and self.win >= 0 and int(ts // prm.window) > self.win:
+            mean, var, n = self._peek_close(prm, ref)
+        else:
+            mean, var, n = b.mean, b.var, b.n
+        if n < prm.warmup:
             if ref is None:
                 return 0.0, 0.0
-            b = ref
-        z = (math.log1p(total) - b.mean) / math.sqrt(b.var + prm.min_log_std * prm.min_log_std)
+            mean, var = ref.mean, ref.var
+        z = (math.log1p(total) - mean) / math.sqrt(var + prm.min_log_std * prm.min_log_std)
         return z_tail_score(z), z
+
+    def _peek_close(self, prm: Any, ref: EWMeanVar | None) -> tuple[float, float, int]:
+        # Mirrors _close (same protection decision), without side effects.
+        b = self.base
+        v = math.log1p(self.cur)
+        if b.n >= prm.warmup:
+            mean, var = b.mean, b.var
+        elif ref is not None:
+            mean, var = ref.mean, ref.var
+        else:
+            mean, var = v, 0.0
+        z = (v - mean) / math.sqrt(var + prm.min_log_std * prm.min_log_std)
+        w = prm.protect_weight if z_tail_score(z) >= prm.protect_score else 1.0
+        return b.peek(v, (self.win + 1) * prm.window, w)[:3]
+
+    def _day_state(self, ts: float, prm: Any) -> tuple[float, float, int, float]:
+        """(mean, var, n, cusum) of the daily baseline as seen from ``ts``
+        (closing the running day first if ``ts`` is in a later day); pure."""
+        d = self.dbase
+        if self.day >= 0 and int(ts // 86400.0) > self.day:
+            v = math.log1p(self.day_sum)
+            w = 1.0
+            cus = self.cusum
+            if d.n >= prm.drip_warmup:
+                z = (v - d.mean) / math.sqrt(d.var + prm.min_log_std * prm.min_log_std)
+                if z > prm.drip_zmax:
+                    z = prm.drip_zmax
+                cus = max(0.0, cus + z - prm.drip_k)
+                if cus > 0.0:
+                    w = prm.protect_weight
+            m, var, n, _w = d.peek(v, (self.day + 1) * 86400.0, w)
+            return m, var, n, cus
+        return d.mean, d.var, d.n, self.cusum
 
     def drip(self, x: float, ts: float, prm: Any) -> tuple[float, float]:
         """(score, CUSUM) of the slow-drip test including the running day."""
-        d = self.dbase
-        if self.day == -2 or d.n < prm.drip_warmup:
+        if self.day == -2:
+            return 0.0, 0.0
+        mean, var, n, cus = self._day_state(ts, prm)
+        if n < prm.drip_warmup:
             return 0.0, 0.0
         dsum = x if int(ts // 86400.0) != self.day else self.day_sum + x
-        z = (math.log1p(dsum) - d.mean) / math.sqrt(d.var + prm.min_log_std * prm.min_log_std)
+        z = (math.log1p(dsum) - mean) / math.sqrt(var + prm.min_log_std * prm.min_log_std)
         # Only a day that is itself in excess is part of a drip: the CUSUM is
         # the identity's state, the event is flagged when it adds to it.
         if z <= prm.drip_k:
             return 0.0, 0.0
         if z > prm.drip_zmax:
             z = prm.drip_zmax
-        s = self.cusum + z - prm.drip_k
+        s = cus + z - prm.drip_k
         return 100.0 * (1.0 - cusum_tail(s, prm.drip_k)), s
 
     # -- learning --------------------------------------------------------------
@@ -267,22 +311,31 @@ class WindowedVolume:
             self.day_sum += x
 
     def _close(self, total: float, t_end: float, prm: Any, peer: PeerGroup | None, key: str) -> None:
-        ref = None
-        if peer is not None:
-            ref = peer.lookup(key, prm.peer_min_n)[0]
-        score, _z = self.burst(total, prm, ref)
-        w = prm.protect_weight if score >= prm.protect_score else 1.0
+        b = self.base
         v = math.log1p(total)
-        self.base.update(v, t_end, w)
+        if b.n >= prm.warmup:
+            mean, var = b.mean, b.var
+        else:
+            ref = peer.lookup(key, prm.peer_min_n)[0] if peer is not None else None
+            mean, var = (ref.mean, ref.var) if ref is not None else (v, 0.0)
+        z = (v - mean) / math.sqrt(var + prm.min_log_std * prm.min_log_std)
+        w = prm.protect_weight if z_tail_score(z) >= prm.protect_score else 1.0
+        b.update(v, t_end, w)
         if peer is not None and w == 1.0:
             # Peers learn only clean windows: one compromised member must not
             # shift the whole group's reference.
-            peer.setdefault(key, lambda: EWMeanVar(prm.half_life)).update(v, t_end)
-            peer.setdefault(key + ".hist", LogHistogram).update(total)
+            st = peer.stats
+            s = st.get(key)
+            if s is None:
+                s = st[key] = EWMeanVar(prm.half_life)
+            s.update(v, t_end)
             g = peer.parent
             if g is not None:
-                g.setdefault(key, lambda: EWMeanVar(prm.half_life)).update(v, t_end)
-                g.setdefault(key + ".hist", LogHistogram).update(total)
+                st = g.stats
+                s = st.get(key)
+                if s is None:
+                    s = st[key] = EWMeanVar(prm.half_life)
+                s.update(v, t_end)
 
     def _close_day(self, total: float, t_end: float, prm: Any) -> None:
         d = self.dbase
@@ -309,25 +362,25 @@ class WindowedVolume:
 
     @staticmethod
     def peers_dict(total: float, peer: PeerGroup | None, key: str, min_n: int) -> dict[str, Any] | None:
-        """Where ``total`` sits in the peer group (or global) distribution."""
+        """Where ``total`` sits in the peer group (or global) distribution of
+        window totals: centre, spread, the identity's ratio to the centre and
+        its percentile (log-normal approximation)."""
         if peer is None:
             return None
         ref, level = peer.lookup(key, 1)
         if ref is None:
             return None
-        grp = peer if level == peer.name else peer.parent
-        hist = grp.get(key + ".hist") if grp is not None else None
         center = math.expm1(ref.mean)
-        out = {
+        sd = math.sqrt(ref.var + 1e-12)
+        pct = 100.0 * (1.0 - 0.5 * math.erfc((math.log1p(total) - ref.mean) / sd / math.sqrt(2.0)))
+        return {
             "group": level,
             "center": round(center, 3),
             "spread_log": round(math.sqrt(ref.var), 4),
             "n": ref.n,
             "ratio": round(total / center, 3) if center > 0 else None,
+            "percentile": round(pct, 2),
         }
-        if hist is not None:
-            out["percentile"] = round(100.0 * hist.cdf(total), 1)
-        return out
 
     # -- serialisation -----------------------------------------------------------
 

@@ -33,7 +33,9 @@ statistic further (it is part of the change, not a bystander after it);
 (its baseline mean and spread are estimated over those), score 0 before.
 Baselines then follow slowly (EWMA ``alpha``) but not with observations that
 are part of an alarm (``protect_p``), so a persistent change stays visible
-until a ``model-deploy`` event, which resets the model's state.
+until a ``model-deploy`` event, which resets the model's state. The CUSUM
+statistics must see every event, so ``self_protecting = True`` tells the
+runtime not to withhold high-scoring events from ``learn_one``.
 
 State: under 300 bytes per model.
 """
@@ -259,6 +261,8 @@ class TelemetryChangeDetector:
     entity_field: ClassVar[str] = "ueba.model.id"
     techniques: ClassVar[tuple[str, ...]] = ("AML.T0018", "AML.T0015", "AML.T0029")
     title: ClassVar[str] = "Model behaviour changed (latency, errors or confidence)"
+    #: Protects its baselines itself; the CUSUM statistics must see every event.
+    self_protecting: ClassVar[bool] = True
 
     __slots__ = ("params", "n", "mean", "var", "fast", "hi", "lo", "deploys")
 

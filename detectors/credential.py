@@ -88,7 +88,7 @@ class CredentialAbuseParams(BaselineParams):
     hll_p: int = 6
 
 
-_CA_HEAD = struct.Struct("<qdqII")
+_CA_HEAD = struct.Struct("<qddqI")
 
 
 @register
@@ -101,7 +101,7 @@ class CredentialAbuseDetector(CoreDetector):
     Warm-up: none needed, the prior covers new identities.
     """
 
-    __slots__ = ("fwin", "fcount", "fbase", "iwin", "last_ip", "ips", "countries", "ibase", "cbase")
+    __slots__ = ("fwin", "fcount", "fprev", "fbase", "iwin", "last_ip", "ips", "countries", "ibase", "cbase")
 
     name: ClassVar[str] = "credential_abuse"
     Params: ClassVar[type] = CredentialAbuseParams
@@ -114,6 +114,7 @@ class CredentialAbuseDetector(CoreDetector):
         prm = self.params
         self.fwin = -1
         self.fcount = 0.0
+        self.fprev = 0.0
         self.fbase = EWMeanVar(prm.half_life)
         self.iwin = -1
         self.last_ip = 0
@@ -127,10 +128,19 @@ class CredentialAbuseDetector(CoreDetector):
         best_p = 1.0
         sig = 0
         raw = 0.0
-        if is_login(x):
-            same = int(ts // prm.fail_window) == self.fwin
-            k = self.fcount if same else 0.0
-            lam = _blend(prm.fail_prior, prm.prior_weight, self.fbase)
+        login = is_login(x)
+        if login:
+            # Failures in the current and the previous window (a burst must
+            # not hide by straddling a window boundary), against two windows'
+            # worth of the identity's rate.
+            fw = int(ts // prm.fail_window)
+            if fw == self.fwin:
+                k = self.fcount + self.fprev
+            elif fw == self.fwin + 1:
+                k = self.fcount
+            else:
+                k = 0.0
+            lam = 2.0 * _blend(prm.fail_prior, prm.prior_weight, self.fbase)
             outcome = x.get("event.outcome")
             if outcome == "failure":
                 p = poisson_sf(k + 1.0, lam)
@@ -181,19 +191,20 @@ class CredentialAbuseDetector(CoreDetector):
                 if p < best_p:
                     best_p, sig, raw = p, 4, k + 1.0
         score = 100.0 * (1.0 - best_p) if best_p < 1.0 else 0.0
-        return score, raw, (sig, raw, ih, chh, x)
+        return score, raw, (sig, raw, ih, chh, x, login)
 
     def _learn(self, x: dict[str, Any], ts: float, peers: PeerGroup | None, score: float, ctx: Any) -> None:
         prm = self.params
         w = prm.protect_weight if score >= prm.protect_score else 1.0
-        _sig, _raw, ih, chh, _x = ctx
-        if is_login(x):
+        _sig, _raw, ih, chh, _x, login = ctx
+        if login:
             fw = int(ts // prm.fail_window)
             if fw > self.fwin:
                 if self.fwin >= 0:
                     k = self.fcount
                     self.fbase.update(k, (self.fwin + 1) * prm.fail_window,
                                       prm.protect_weight if k and poisson_sf(k, _blend(prm.fail_prior, prm.prior_weight, self.fbase)) < 0.01 else 1.0)
+                self.fprev = self.fcount if fw == self.fwin + 1 else 0.0
                 self.fwin = fw
                 self.fcount = 0.0
             if x.get("event.outcome") == "failure":
@@ -220,13 +231,13 @@ class CredentialAbuseDetector(CoreDetector):
                 self.countries.update(chh)
 
     def _explain(self, ctx: Any, peers: PeerGroup | None) -> Explanation:
-        sig, raw, _ih, _chh, x = ctx
+        sig, raw, _ih, _chh, x, _login = ctx
         prm = self.params
         pd = {"group": peers.name} if peers is not None else None
         if sig in (1, 2):
-            lam = _blend(prm.fail_prior, prm.prior_weight, self.fbase)
+            lam = 2.0 * _blend(prm.fail_prior, prm.prior_weight, self.fbase)
             base = {"center": round(lam, 3), "n": self.fbase.n}
-            win = f"{prm.fail_window / 60:g}m"
+            win = f"{2 * prm.fail_window / 60:g}m"
             if sig == 1:
                 reason = f"{raw:.0f} failed logins within {win} for this identity; it usually has {lam:.2f} per window."
             else:
@@ -244,14 +255,14 @@ class CredentialAbuseDetector(CoreDetector):
         return Explanation("source.geo.country_iso_code", x.get("source.geo.country_iso_code"), base, pd, win, reason)
 
     def _pack(self) -> bytes:
-        head = _CA_HEAD.pack(self.fwin, self.fcount, self.iwin, self.last_ip, 0)
+        head = _CA_HEAD.pack(self.fwin, self.fcount, self.fprev, self.iwin, self.last_ip)
         return pack_parts([head, self.fbase.to_bytes(), self.ips.to_bytes(), self.countries.to_bytes(),
                            self.ibase.to_bytes(), self.cbase.to_bytes()])
 
     def _unpack(self, data: bytes) -> None:
         head, fb, ips, cs, ib, cb = unpack_parts(data)
         hl = self.params.half_life
-        self.fwin, self.fcount, self.iwin, self.last_ip, _ = _CA_HEAD.unpack(head)
+        self.fwin, self.fcount, self.fprev, self.iwin, self.last_ip = _CA_HEAD.unpack(head)
         self.fbase = EWMeanVar.from_bytes(fb, hl)
         self.ips = HyperLogLog.from_bytes(ips)
         self.countries = RecentSet.from_bytes(cs, 8)

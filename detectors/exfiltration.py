@@ -97,8 +97,9 @@ class ExfiltrationDetector(CoreDetector):
         prm = self.params
         best = 0.0
         raw = 0.0
-        ctx = None
+        info = None
         vols = self.vols
+        vals = [None, None, None]
         for i in range(3):
             v = x.get(TRANSFER_FIELDS[i])
             if v is None:
@@ -106,6 +107,7 @@ class ExfiltrationDetector(CoreDetector):
             v = num(v)
             if v is None:
                 continue
+            vals[i] = v
             vol = vols[i]
             if vol is None:
                 # Cold start: nothing of our own yet, the peers may still judge.
@@ -114,26 +116,24 @@ class ExfiltrationDetector(CoreDetector):
             ref = None
             if peers is not None and vol.base.n < prm.warmup:
                 ref = peers.lookup(_KEYS[i], prm.peer_min_n)[0]
-            s, z = vol.burst(total, prm, ref)
+            s, z = vol.burst(total, prm, ref, ts)
             if s > best:
-                best, raw, ctx = s, z, (i, 0, total, ref is not None)
-            if vol.day >= 0:
+                best, raw, info = s, z, (i, 0, total, ref is not None)
+            # The drip test needs drip_warmup closed days (or one about to close).
+            if vol.dbase.n >= prm.drip_warmup - 1 and vol.day >= 0:
                 s, c = vol.drip(v, ts, prm)
                 if s > best:
-                    best, raw, ctx = s, c, (i, 1, v if int(ts // 86400.0) != vol.day else vol.day_sum + v, False)
-        return best, raw, ctx
+                    best, raw, info = s, c, (i, 1, v if int(ts // 86400.0) != vol.day else vol.day_sum + v, False)
+        return best, raw, (vals, info)
 
     def _learn(self, x: dict[str, Any], ts: float, peers: PeerGroup | None, score: float, ctx: Any) -> None:
-        act = x.get("event.action")
-        if (type(act) is str and act in INBOUND_ACTIONS) or x.get("event.outcome") == "failure":
+        if ctx is None:
             return
+        vals = ctx[0]
         prm = self.params
         vols = self.vols
         for i in range(3):
-            v = x.get(TRANSFER_FIELDS[i])
-            if v is None:
-                continue
-            v = num(v)
+            v = vals[i]
             if v is None:
                 continue
             vol = vols[i]
@@ -142,7 +142,7 @@ class ExfiltrationDetector(CoreDetector):
             vol.add(v, ts, prm, peers, _KEYS[i])
 
     def _explain(self, ctx: Any, peers: PeerGroup | None) -> Explanation:
-        i, kind, total, vs_peers = ctx
+        i, kind, total, vs_peers = ctx[1]
         vol = self.vols[i] or _EMPTY
         unit = _UNITS[i]
         base = vol.baseline_dict()

@@ -5,7 +5,7 @@ An extraction attack (Tramèr et al. 2016; Papernot et al. 2017; Juuti et al.
 unlike those a real client asks: more of them, spread over more of the input
 space, and, for synthetic-query attacks, with a tell-tale geometry. One
 detector instance holds the state of one API key (``ueba.api_key.id``) and
-tests six signals, each with its own tail probability:
+tests seven signals, each with its own tail probability:
 
 ``requests`` / ``response_bytes`` / ``tokens``
     Volume in a sliding ``rate_window`` (seconds; default 60 s) against the
@@ -25,13 +25,18 @@ tests six signals, each with its own tail probability:
     PRADA's test: the distance of each query to its nearest neighbour among the
     key's ``reservoir`` most recent distinct queries, collected over the last
     ``mindist_window`` queries; benign inputs give a roughly normal sample,
-    synthetic (Jacobian / perturbation) sweeps do not. Shapiro-Wilk ``W`` below
-    ``shapiro_w`` fires; the tail is the Shapiro-Wilk p-value (Royston 1992,
-    the algorithm of ``scipy.stats.shapiro``, reimplemented here at ~5 µs).
+    synthetic (Jacobian / perturbation) sweeps do not. Shapiro-Wilk ``W``
+    (Royston 1992, the algorithm of ``scipy.stats.shapiro``, reimplemented
+    here at ~20 µs) below ``shapiro_w`` fires; since benign distances are
+    only roughly normal, the tail is taken against the key's own baseline of
+    W on Royston's normalising scale, not the textbook p-value.
+``step_size``
+    Those nearest-neighbour distances collapse: the key walks the input space
+    in small steps (Jacobian-based augmentation, grid sweeps). Lower tail of
+    the log mean distance against the key's baseline.
 ``sweep_regularity``
-    Grid-like spacing: the coefficient of variation of those nearest-neighbour
-    distances collapses. Lower tail of the variance ratio (chi-square) against
-    the key's baseline CV.
+    Grid-like spacing: the coefficient of variation of the nearest-neighbour
+    distances collapses. Lower tail of the log CV against the key's baseline.
 
 Combination: the smallest p-value, Šidák-corrected for the number of signals
 that were testable, gives ``score = 100 * (1 - p)``; ``raw = -log10(p)``; the
@@ -43,7 +48,12 @@ for its own baseline (``min_windows`` closed windows for volume,
 Baselines are protected (River's ``AnomalyFilter`` idea, built in): a window
 or query that scores beyond ``protect_p`` is kept in the short-term memory
 (windows, reservoir, recent-novelty ring) but not folded into the baseline,
-so a long sweep does not become the key's normal.
+so a long sweep does not become the key's normal; the W / step / CV
+baselines also learn ten times slower from values in their own 1% tail, so
+a sweep that builds up before it is flagged barely moves them. Because of
+this the detector must be shown *every* event: ``self_protecting = True``
+tells the runtime not to withhold high-scoring events from ``learn_one``
+(withholding them freezes the windows the attack is measured in).
 
 State: about 1.4 KiB per key, independent of the stream (fixed-size arrays,
 bitmaps and a bounded reservoir; the projection matrix is derived from
@@ -59,7 +69,7 @@ from typing import Any, ClassVar
 
 import msgspec
 import numpy as np
-from scipy.special import bdtrc, gammainc, ndtri
+from scipy.special import bdtrc, ndtri
 
 from ._tails import fmt, normal_sf, num, score_of, sidak, surprise
 from .base import Explanation, Score, register
@@ -121,10 +131,15 @@ def shapiro_wilk(x: np.ndarray) -> tuple[float, float]:
     w = min(w, 1.0)
     if w >= 1.0:
         return 1.0, 1.0
+    return w, normal_sf(_royston_z(w, n))
+
+
+def _royston_z(w: float, n: int) -> float:
+    """Royston's normalising transform of W (n >= 12): ~N(0, 1) for normal samples."""
+    if w >= 1.0:
+        return -10.0
     ln_n = math.log(n)
-    mu = _poly(_C5, ln_n)
-    sigma = math.exp(_poly(_C6, ln_n))
-    return w, normal_sf((math.log1p(-w) - mu) / sigma)
+    return (math.log1p(-w) - _poly(_C5, ln_n)) / math.exp(_poly(_C6, ln_n))
 
 
 # --- parameters and state ----------------------------------------------------
@@ -155,8 +170,8 @@ class ExtractionParams:
     mindist_window: int = 40
     shapiro_min: int = 20
     shapiro_w: float = 0.90
-    cv_alpha: float = 0.05
-    cv_min: int = 10
+    shape_alpha: float = 0.002
+    cv_min: int = 50
     duplicate_eps: float = 1e-3
     protect_p: float = 1e-3
     seed: int = 20190617
@@ -212,6 +227,27 @@ def _fingerprint(x: dict[str, Any], max_dims: int) -> np.ndarray | None:
 
 
 _MASK64 = (1 << 64) - 1
+#: Floor of the spread of the key's W (Royston scale) and log-CV baselines.
+_SHAPE_SD_FLOOR = 0.3
+
+
+def _robust_ew(mean: float, var: float, n: int, x: float, alpha: float, p_x: float) -> tuple[float, float, int]:
+    """EWMA mean/variance (cumulative until 1/alpha points), robust to a slow sweep.
+
+    The step is clipped to 2.5 standard deviations, and a value already in the
+    signal's own 1% tail (``p_x``) is learnt ten times slower: a sweep that
+    builds up before the key's combined score flags it barely moves the
+    baseline, while a lasting benign change is still learnt eventually."""
+    a = max(alpha, 1.0 / (n + 1))
+    if p_x < 0.01 and n >= 10:
+        a = alpha / 10.0
+    d = x - mean
+    if n >= 10:
+        lim = 2.5 * math.sqrt(var + _SHAPE_SD_FLOOR**2)
+        d = max(-lim, min(lim, d))
+    mean += a * d
+    var = (1 - a) * (var + a * d * d)
+    return mean, var, n + 1
 
 
 @dataclass(slots=True)
@@ -226,7 +262,12 @@ class _Assessment:
     dmin: float | None = None
     cell_bit: int = -1
     novel: bool = False
+    fp: np.ndarray | None = None
     cv: float | None = None
+    wz: float | None = None
+    level: float | None = None
+    #: per-signal tails of the shape statistics (W, step size, CV), for baseline gating
+    p_shape: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 class _State(msgspec.Struct, array_like=True):
@@ -257,8 +298,15 @@ class _State(msgspec.Struct, array_like=True):
     nov_len: int
     nov_s: float
     nov_n: float
-    cv_base: float
+    cv_mean: float
+    cv_var: float
     cv_n: int
+    w_mean: float
+    w_var: float
+    w_n: int
+    lvl_mean: float
+    lvl_var: float
+    lvl_n: int
 
 
 @register
@@ -290,12 +338,14 @@ class ExtractionDetector:
     entity_field: ClassVar[str] = "ueba.api_key.id"
     techniques: ClassVar[tuple[str, ...]] = ("AML.T0024", "AML.T0024.002", "AML.T0040")
     title: ClassVar[str] = "Possible model extraction through the inference API"
+    #: Protects its baselines itself; must be shown every event (see the module docstring).
+    self_protecting: ClassVar[bool] = True
 
     __slots__ = (
         "params", "n", "win", "cur", "prev", "obs", "mean", "var", "nwin",
         "fp_dim", "fp_n", "alt_dim", "alt_run", "mu", "sd", "res", "res_len", "res_pos",
         "md", "md_len", "md_pos", "bm_cur", "bm_prev", "nov_ring", "nov_len",
-        "nov_s", "nov_n", "cv_base", "cv_n",
+        "nov_s", "nov_n", "cv_mean", "cv_var", "cv_n", "w_mean", "w_var", "w_n", "lvl_mean", "lvl_var", "lvl_n",
     )  # fmt: skip
 
     def __init__(self, params: ExtractionParams | None = None) -> None:
@@ -310,9 +360,6 @@ class ExtractionDetector:
         self.var = [0.0, 0.0, 0.0]
         self.nwin = [0, 0, 0]
         self._reset_fingerprints(0)
-        self.cv_base = 0.0
-        self.cv_n = 0
-        del p
 
     def _reset_fingerprints(self, dim: int) -> None:
         p = self.params
@@ -334,8 +381,15 @@ class ExtractionDetector:
         self.nov_len = 0
         self.nov_s = 0.0
         self.nov_n = 0.0
-        self.cv_base = 0.0
+        self.cv_mean = 0.0
+        self.cv_var = 0.0
         self.cv_n = 0
+        self.w_mean = 0.0
+        self.w_var = 0.0
+        self.w_n = 0
+        self.lvl_mean = 0.0
+        self.lvl_var = 0.0
+        self.lvl_n = 0
 
     # --- the streaming protocol ------------------------------------------
 
@@ -364,9 +418,8 @@ class ExtractionDetector:
                 self.cur[c] += amount
                 self.obs |= 1 << c
         self.n += 1
-        fp = _fingerprint(x, p.max_fp_dims)
-        if fp is not None:
-            self._learn_fingerprint(fp, a, protected)
+        if a.fp is not None:
+            self._learn_fingerprint(a.fp, a, protected)
 
     def to_bytes(self) -> bytes:
         """Compact, exact serialisation of the key's state (msgpack)."""
@@ -378,7 +431,8 @@ class ExtractionDetector:
                 self.res[: self.res_len].tobytes(), self.res_len, self.res_pos,
                 self.md[: self.md_len].tobytes(), self.md_len, self.md_pos,
                 _bits(self.bm_cur, self.params.bitmap_bits), _bits(self.bm_prev, self.params.bitmap_bits),
-                self.nov_ring, self.nov_len, self.nov_s, self.nov_n, self.cv_base, self.cv_n,
+                self.nov_ring, self.nov_len, self.nov_s, self.nov_n, self.cv_mean, self.cv_var, self.cv_n,
+                self.w_mean, self.w_var, self.w_n, self.lvl_mean, self.lvl_var, self.lvl_n,
             )
         )  # fmt: skip
 
@@ -404,7 +458,9 @@ class ExtractionDetector:
         det.bm_cur = int.from_bytes(s.bm_cur, "little")
         det.bm_prev = int.from_bytes(s.bm_prev, "little")
         det.nov_ring, det.nov_len, det.nov_s, det.nov_n = s.nov_ring, s.nov_len, s.nov_s, s.nov_n
-        det.cv_base, det.cv_n = s.cv_base, s.cv_n
+        det.cv_mean, det.cv_var, det.cv_n = s.cv_mean, s.cv_var, s.cv_n
+        det.w_mean, det.w_var, det.w_n = s.w_mean, s.w_var, s.w_n
+        det.lvl_mean, det.lvl_var, det.lvl_n = s.lvl_mean, s.lvl_var, s.lvl_n
         return det
 
     # --- volume --------------------------------------------------------------
@@ -475,11 +531,11 @@ class ExtractionDetector:
     def _cell_bit(self, proj: np.ndarray) -> int:
         p = self.params
         k = p.cell_dims
-        c = np.floor((proj[:k] - self.mu[:k]) / (self.sd[:k] * p.cell_width))
-        c = np.clip(c, -8, 7).astype(np.int64) + 8
+        # Plain floats: four numpy ops on 4-element arrays cost more than the arithmetic.
         key = 0
-        for j, v in enumerate(c.tolist()):
-            key |= v << (4 * j)
+        for j, (v, m, sd) in enumerate(zip(proj[:k].tolist(), self.mu[:k].tolist(), self.sd[:k].tolist())):
+            c = math.floor((v - m) / (sd * p.cell_width))
+            key |= (min(max(c, -8), 7) + 8) << (4 * j)
         h = ((key + 1) * 0x9E3779B97F4A7C15 + p.seed) & _MASK64
         h ^= h >> 29
         h = (h * 0xBF58476D1CE4E5B9) & _MASK64
@@ -534,18 +590,30 @@ class ExtractionDetector:
         n = ring.shape[0]
         if n < p.shapiro_min:
             return
-        w, pw = shapiro_wilk(ring)
-        out.append((pw if w < p.shapiro_w else 1.0, w, self._prada_expl, (w, n)))
+        w, _ = shapiro_wilk(ring)
+        wz = _royston_z(w, n)
+        a.wz = wz
+        p_w = p_lvl = p_cv = 1.0
+        if self.w_n >= p.cv_min:
+            # Benign min-distances are only roughly normal: W is judged against the key's
+            # own W (on Royston's normalising scale), and only below PRADA's threshold.
+            p_w = normal_sf((wz - self.w_mean) / math.sqrt(self.w_var + _SHAPE_SD_FLOOR**2))
+            out.append((p_w if w < p.shapiro_w else 1.0, w, self._prada_expl, (w, n)))
         total = float(ring.sum())
         if total > 0:
             mean = total / n
             cv = math.sqrt(max(float(np.dot(ring, ring)) - n * mean * mean, 0.0) / (n - 1)) / mean
             a.cv = cv
-            if self.cv_n >= p.cv_min and self.cv_base > 0:
-                # Consecutive rings overlap and the distances are not iid normal: halve the df.
-                df = (n - 1) / 2.0
-                pv = float(gammainc(df / 2.0, df * (cv / self.cv_base) ** 2 / 2.0))
-                out.append((pv, cv, self._sweep_expl, (cv, n)))
+            a.level = mean
+            if self.lvl_n >= p.cv_min:
+                z = (math.log(mean) - self.lvl_mean) / math.sqrt(self.lvl_var + _SHAPE_SD_FLOOR**2)
+                p_lvl = normal_sf(-z)
+                out.append((p_lvl, mean, self._step_expl, (mean, n)))
+            if self.cv_n >= p.cv_min and cv > 0:
+                z = (math.log(cv) - self.cv_mean) / math.sqrt(self.cv_var + _SHAPE_SD_FLOOR**2)
+                p_cv = normal_sf(-z)
+                out.append((p_cv, cv, self._sweep_expl, (cv, n)))
+        a.p_shape = (p_w, p_lvl, p_cv)
 
     def _novelty_expl(self, k: int, nwin: int, q: float) -> Explanation:
         return Explanation(
@@ -582,16 +650,31 @@ class ExtractionDetector:
             reason=reason,
         )
 
+    def _step_expl(self, level: float, n: int) -> Explanation:
+        usual = math.exp(self.lvl_mean)
+        return Explanation(
+            feature="step_size",
+            observed=round(level, 5),
+            baseline={"center": round(usual, 5), "log_sd": round(math.sqrt(self.lvl_var), 4), "n": self.lvl_n},
+            peers=None,
+            window=f"last {n} queries",
+            reason=(
+                f"The key's queries are unusually close to one another (mean nearest-neighbour distance "
+                f"{level:.3g} vs a usual {usual:.3g}): small perturbation steps, as in Jacobian-based "
+                f"synthetic query generation."
+            ),
+        )
+
     def _sweep_expl(self, cv: float, n: int) -> Explanation:
         return Explanation(
             feature="sweep_regularity",
             observed=round(cv, 4),
-            baseline={"center": round(self.cv_base, 4), "n": self.cv_n},
+            baseline={"center": round(math.exp(self.cv_mean), 4), "log_sd": round(math.sqrt(self.cv_var), 4), "n": self.cv_n},
             peers=None,
             window=f"last {n} queries",
             reason=(
                 f"The key's queries are evenly spaced (nearest-neighbour distance CV {cv:.3f} "
-                f"vs a usual {self.cv_base:.3f}), as in a systematic grid or step sweep."
+                f"vs a usual {math.exp(self.cv_mean):.3f}), as in a systematic grid or step sweep."
             ),
         )
 
@@ -645,10 +728,18 @@ class ExtractionDetector:
             self.md[self.md_pos] = d
             self.md_pos = (self.md_pos + 1) % p.mindist_window
             self.md_len = min(self.md_len + 1, p.mindist_window)
-            if self._frozen() and not protected and a.cv is not None:
-                a_cv = max(p.cv_alpha, 1.0 / (self.cv_n + 1))
-                self.cv_base += a_cv * (a.cv - self.cv_base)
-                self.cv_n += 1
+            if self._frozen() and not protected and a.wz is not None:
+                self.w_mean, self.w_var, self.w_n = _robust_ew(
+                    self.w_mean, self.w_var, self.w_n, a.wz, p.shape_alpha, a.p_shape[0]
+                )
+            if self._frozen() and not protected and a.level is not None:
+                self.lvl_mean, self.lvl_var, self.lvl_n = _robust_ew(
+                    self.lvl_mean, self.lvl_var, self.lvl_n, math.log(a.level), p.shape_alpha, a.p_shape[1]
+                )
+            if self._frozen() and not protected and a.cv is not None and a.cv > 0:
+                self.cv_mean, self.cv_var, self.cv_n = _robust_ew(
+                    self.cv_mean, self.cv_var, self.cv_n, math.log(a.cv), p.shape_alpha, a.p_shape[2]
+                )
         self.res[self.res_pos] = proj
         self.res_pos = (self.res_pos + 1) % p.reservoir
         self.res_len = min(self.res_len + 1, p.reservoir)
@@ -666,6 +757,7 @@ class ExtractionDetector:
             self._volume(x, ts_f, window, a.pvals)
         fp = _fingerprint(x, p.max_fp_dims)
         if fp is not None:
+            a.fp = fp
             self._inputs(fp, a)
         if a.pvals:
             a.p = sidak(min(t[0] for t in a.pvals), len(a.pvals))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import struct
 from array import array
+from bisect import bisect_right
 from zlib import crc32
 
 __all__ = [
@@ -115,6 +116,24 @@ class EWMeanVar:
         self.var = (1.0 - a) * (self.var + a * d * d)
         self.weight = tot
         self.n += 1
+
+    def peek(self, x: float, ts: float, w: float = 1.0) -> tuple[float, float, int, float]:
+        """``(mean, var, n, weight)`` as they would be after ``update(x, ts, w)``; pure.
+
+        Same arithmetic in the same order as :meth:`update`, so the result is
+        bit-identical (the detectors rely on that to score the first event of
+        a new window against the baseline that already includes the window
+        that event closes).
+        """
+        weight = self.weight
+        if self.n:
+            dt = ts - self.last_ts
+            if dt > 0.0:
+                weight *= 2.0 ** (-dt / self.half_life)
+        tot = weight + w
+        a = w / tot
+        d = x - self.mean
+        return self.mean + a * d, (1.0 - a) * (self.var + a * d * d), self.n + 1, tot
 
     def get(self) -> float:
         return self.mean
@@ -266,15 +285,17 @@ class LogHistogram:
 class HourOfWeekProfile:
     """168 decayed activity counters (uint16), one per UTC hour of the week.
 
-    One observation adds ``unit`` (16); a fractional weight adds less, so
-    protected (anomalous) activity is learned slowly rather than never.  When a
-    counter would overflow every counter is halved: a decay by activity volume
-    that keeps 336 bytes of state forever.
+    One observation adds ``unit`` (16) spread 1-2-1 over the hour and its
+    neighbours (4, 8, 4), so 08:00 is not "rare" for someone who always
+    starts at 09:00 and the counters are already smoothed when read.  A
+    fractional weight adds less, so protected (anomalous) activity is learned
+    slowly rather than never.  When a counter would overflow every counter is
+    halved: a decay by activity volume that keeps 336 bytes of state forever.
 
     ``tail_p(h)`` is the probability, under the profile, of an hour at most as
     frequent as ``h`` (a proper tail probability, so it calibrates like the
-    other detectors); adjacent hours are smoothed 1-2-1 so 08:00 is not "rare"
-    for someone who always starts at 09:00.
+    other detectors), with an add-one prior per hour; hours busier than the
+    average hour are reported as p = 1 without computing the tail.
     """
 
     __slots__ = ("counts", "total")
@@ -286,45 +307,40 @@ class HourOfWeekProfile:
         self.total = 0
 
     def update(self, ts: float, w: float = 1.0) -> None:
-        h = hour_of_week(ts)
-        inc = max(1, int(w * self.unit + 0.5))
+        h = int((ts // 3600.0 + 72) % 168)
+        q = 4 if w == 1.0 else max(1, int(w * 4 + 0.5))
         c = self.counts
-        if c[h] + inc > 0xFFFF:
+        if c[h] + 2 * q > 0xFFFF:
             for i in range(168):
                 c[i] >>= 1
             self.total = sum(c)
-        c[h] += inc
-        self.total += inc
+        c[h - 1] += q  # h - 1 == -1 wraps to Sunday 23:00
+        c[h] += 2 * q
+        c[h + 1 if h < 167 else 0] += q
+        self.total += 4 * q
 
     def smoothed(self, h: int) -> float:
-        c = self.counts
-        return 0.25 * c[h - 1] + 0.5 * c[h] + 0.25 * c[(h + 1) % 168]
+        return float(self.counts[h])
 
     def get(self, h: int) -> float:
         """Smoothed probability of hour ``h`` (add-one prior per hour)."""
-        return (self.smoothed(h) + 1.0) / (self.total + 168.0)
+        return (self.counts[h] + 1.0) / (self.total + 168.0)
 
     def tail_p(self, h: int) -> float:
         """P(an hour at most as frequent as ``h``) under the profile."""
         total = self.total
         if not total:
             return 1.0
-        mine = self.smoothed(h)
-        # Hours at least as busy as the average hour are never "rare"; skip the
-        # 168-step loop for them (the common case for a regular identity).
-        if mine * 168.0 >= total:
-            return 1.0
         c = self.counts
-        acc = 0.0
-        prev = c[167]
-        cur = c[0]
-        for i in range(168):
-            nxt = c[i + 1] if i < 167 else c[0]
-            s = 0.25 * prev + 0.5 * cur + 0.25 * nxt
-            if s <= mine:
-                acc += s + 1.0
-            prev, cur = cur, nxt
-        return min(1.0, acc / (total + 168.0))
+        mine = c[h]
+        # An hour at least as busy as the average hour is never "rare": its
+        # tail holds every quieter hour plus itself; report p = 1 and skip
+        # the sort (nearly every event of a regular identity).
+        if mine * 168 >= total:
+            return 1.0
+        srt = sorted(c)
+        k = bisect_right(srt, mine)
+        return min(1.0, (sum(srt[:k]) + k) / (total + 168.0))
 
     def merge(self, other: "HourOfWeekProfile") -> "HourOfWeekProfile":
         c, o = self.counts, other.counts
@@ -471,35 +487,39 @@ class AgingBloom:
         self.old = bytearray(n_bytes)
         self.count = 0
 
-    def _probes(self, h: int) -> list[int]:
+    def probes(self, h: int) -> tuple[int, ...]:
+        """Bit positions of a 64-bit hash (double hashing); compute once per
+        event and pass to :meth:`contains_probes` / :meth:`add_probes`."""
         nbits = self.n_bytes << 3
         h1 = h & 0xFFFFFFFF
         h2 = (h >> 32) | 1
-        return [(h1 + i * h2) % nbits for i in range(self.k)]
+        if self.k == 3:
+            return (h1 % nbits, (h1 + h2) % nbits, (h1 + 2 * h2) % nbits)
+        return tuple((h1 + i * h2) % nbits for i in range(self.k))
 
-    def contains_hash(self, h: int) -> bool:
-        cur, old = self.cur, self.old
-        in_cur = in_old = True
-        for b in self._probes(h):
-            byte, bit = b >> 3, 1 << (b & 7)
-            if not cur[byte] & bit:
-                in_cur = False
-            if not old[byte] & bit:
-                in_old = False
-            if not (in_cur or in_old):
+    def contains_probes(self, probes: tuple[int, ...]) -> bool:
+        cur = self.cur
+        for b in probes:
+            if not cur[b >> 3] & (1 << (b & 7)):
+                break
+        else:
+            return True
+        old = self.old
+        for b in probes:
+            if not old[b >> 3] & (1 << (b & 7)):
                 return False
         return True
 
-    def add_hash(self, h: int) -> bool:
-        """Insert; return True if the item was not (apparently) present."""
-        probes = self._probes(h)
+    def add_probes(self, probes: tuple[int, ...]) -> bool:
+        """Insert; return True if the item was not (apparently) in the current filter."""
         cur = self.cur
         new = False
         for b in probes:
-            byte, bit = b >> 3, 1 << (b & 7)
-            if not cur[byte] & bit:
+            i = b >> 3
+            bit = 1 << (b & 7)
+            if not cur[i] & bit:
                 new = True
-                cur[byte] |= bit
+                cur[i] |= bit
         if new:
             self.count += 1
             if self.count >= self.capacity:
@@ -507,6 +527,12 @@ class AgingBloom:
                 self.cur = bytearray(self.n_bytes)
                 self.count = 0
         return new
+
+    def contains_hash(self, h: int) -> bool:
+        return self.contains_probes(self.probes(h))
+
+    def add_hash(self, h: int) -> bool:
+        return self.add_probes(self.probes(h))
 
     def __contains__(self, value: object) -> bool:
         return self.contains_hash(stable_hash(value))

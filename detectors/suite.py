@@ -85,16 +85,25 @@ class SuiteConfig:
         return cls(**dict(d))
 
 
+def _default_params(cls: type) -> Any:
+    pcls = getattr(cls, "Params", None)
+    if pcls is not None:
+        return pcls()
+    # Detectors without a ``Params`` attribute: take the defaults an instance
+    # stores verbatim in ``params`` (the contract), if any.
+    return getattr(cls(), "params", None)
+
+
 def _make_params(cls: type, override: Any) -> Any:
     if override is None:
         # One shared params object per suite, not one per entity.
-        return cls.Params() if issubclass(cls, CoreDetector) else None
+        return _default_params(cls)
     if not isinstance(override, Mapping):
         return override
-    pcls = getattr(cls, "Params", None)
-    if pcls is None or not is_dataclass(pcls):
+    default = _default_params(cls)
+    if default is None or not is_dataclass(default):
         raise ValueError(f"detector {cls.name!r} takes no params overrides")
-    return replace(pcls(), **dict(override))
+    return replace(default, **dict(override))
 
 
 class DetectorSuite:

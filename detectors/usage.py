@@ -121,6 +121,21 @@ class ApiUsageDetector(CoreDetector):
         e = self.ebase
         return (prm.error_prior * prm.prior_weight + e.mean * e.weight) / (prm.prior_weight + e.weight)
 
+    def _close_weight(self, n: float, k: float) -> float:
+        prm = self.params
+        return prm.protect_weight if k and poisson_sf(k, self._error_lambda() * n) < 0.01 else 1.0
+
+    def _error_lambda_after_close(self) -> float:
+        """The error rate once the open window is learned (pure; for an event
+        that opens the next window)."""
+        prm = self.params
+        req = self.vols[0]
+        n, k = req.cur, self.errs
+        if n <= 0:
+            return self._error_lambda()
+        mean, _var, _n, weight = self.ebase.peek(k / n, (req.win + 1) * prm.window, self._close_weight(n, k))
+        return (prm.error_prior * prm.prior_weight + mean * weight) / (prm.prior_weight + weight)
+
     def _assess(self, x: dict[str, Any], ts: float, peers: PeerGroup | None) -> tuple[float, float, Any]:
         prm = self.params
         tok, rb, err = usage_amounts(x)
@@ -140,14 +155,19 @@ class ApiUsageDetector(CoreDetector):
             ref = None
             if peers is not None and vol.base.n < prm.warmup:
                 ref = peers.lookup(_KEYS[i], prm.peer_min_n)[0]
-            s, z = vol.burst(total, prm, ref)
+            s, z = vol.burst(total, prm, ref, ts)
             if s > best:
                 best, raw, ctx = s, z, (i, total, ref is not None, tok, rb, err)
         if err:
-            same = int(ts // width) == req.win
+            w_ev = int(ts // width)
+            same = w_ev == req.win
             k = self.errs + 1.0 if same else 1.0
             n = req.cur + 1.0 if same else 1.0
-            p = poisson_sf(k, self._error_lambda() * n)
+            if w_ev > req.win >= 0:
+                lam = self._error_lambda_after_close()
+            else:
+                lam = self._error_lambda()
+            p = poisson_sf(k, lam * n)
             s = 100.0 * (1.0 - p) if p < 1.0 else 0.0
             if s > best:
                 best, raw, ctx = s, k, (3, k, n, tok, rb, err)
@@ -165,9 +185,7 @@ class ApiUsageDetector(CoreDetector):
             n = req.cur
             k = self.errs
             if n > 0:
-                lam = self._error_lambda() * n
-                wt = prm.protect_weight if k and poisson_sf(k, lam) < 0.01 else 1.0
-                self.ebase.update(k / n, (req.win + 1) * prm.window, wt)
+                self.ebase.update(k / n, (req.win + 1) * prm.window, self._close_weight(n, k))
             self.errs = 0.0
         req.add(1.0, ts, prm, peers, _KEYS[0])
         if tok is not None:

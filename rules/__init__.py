@@ -72,7 +72,9 @@ Matching semantics
   the empty string; ``|exists: true`` a present, non-null, non-empty-list value.
 * Keywords (field-less values) are case-insensitive substrings of any string
   value of the event.
-* ``|re`` searches (unanchored), case-sensitive unless ``|i``; ``|m``, ``|s``.
+* ``|re`` searches (unanchored), case-sensitive unless ``|i``; ``|m``, ``|s``;
+  RE2 syntax and engine (linear time, no catastrophic backtracking on
+  attacker-controlled prompts; ``\\b``, ``\\w``, ``\\d`` are ASCII).
 * ``|cidr`` (IPv4 and IPv6), ``|base64``, ``|base64offset``, ``|utf16le``,
   ``|utf16be``, ``|utf16``, ``|wide``, ``|windash``, ``|gt`` ``|gte`` ``|lt``
   ``|lte`` (numeric only), ``|fieldref`` (case-insensitive equality with

@@ -24,13 +24,13 @@ Matching semantics (documented in ``rules/__init__.py``, pinned by
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import re2 as _re2  # a pySigma dependency
 from sigma.conditions import (
     ConditionAND,
     ConditionIdentifier,
@@ -131,14 +131,6 @@ def as_number(v: Any) -> float | int | None:
     if t is str and _NUMERIC_RE.fullmatch(v.strip()):
         return float(v)
     return None
-
-
-@functools.lru_cache(maxsize=65_536)
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
 
 
 # --- value predicates: pred(raw, low) -> bool ----------------------------------
@@ -259,15 +251,21 @@ def _compare_pred(c: SigmaCompareExpression) -> Pred:
     return pred
 
 
-def _regex_pred(r: SigmaRegularExpression) -> Pred:
-    flags = 0
-    for f in r.flags:
-        flags |= SigmaRegularExpression.sigma_to_python_flags[f]
+def compile_regex(pattern: str, flags: set[SigmaRegularExpressionFlag]) -> Any:
+    """RE2 (linear time: prompts are attacker-controlled, so no catastrophic
+    backtracking), Sigma flags as inline flags. pySigma has already checked
+    the pattern with RE2 (its default policy), so this does not fail on RE2
+    syntax limits."""
+    inline = "".join(sorted(SigmaRegularExpression.sigma_to_re_flag[f] for f in flags))
+    text = f"(?{inline}){pattern}" if inline else pattern
     try:
-        rx = re.compile(str(r.regexp), flags)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {str(r.regexp)!r}: {exc}") from None
-    search = rx.search
+        return _re2.compile(text)
+    except _re2.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+
+
+def _regex_pred(r: SigmaRegularExpression) -> Pred:
+    search = compile_regex(str(r.regexp), set(r.flags)).search
 
     def pred(raw: Any, low: str | None) -> bool:
         t = raw if low is not None else as_text(raw)
@@ -278,12 +276,21 @@ def _regex_pred(r: SigmaRegularExpression) -> Pred:
 
 def _cidr_pred(c: SigmaCIDRExpression) -> Pred:
     net = c.network
+    # integer range test on inet_pton bytes: ~10x faster than ipaddress parsing
+    fam = socket.AF_INET if net.version == 4 else socket.AF_INET6
+    lo = int(net.network_address)
+    hi = int(net.broadcast_address)
+    pton = socket.inet_pton
+    from_bytes = int.from_bytes
 
     def pred(raw: Any, low: str | None) -> bool:
         if low is None:
             return False
-        ip = _ip(raw)
-        return ip is not None and ip.version == net.version and ip in net
+        try:
+            x = from_bytes(pton(fam, raw.strip()), "big")
+        except (OSError, ValueError):
+            return False
+        return lo <= x <= hi
 
     return pred
 
@@ -331,7 +338,18 @@ class CompiledItem:
     values: list[str]  # rule values, for explanations
     required: frozenset[str] = frozenset()
     index: tuple[str, frozenset[str]] | None = None  # (field, lowered exact values)
+    lit: tuple[str, frozenset[str]] | None = None  # (field, lowered literals one of which it contains)
     line: int = 0
+
+    @property
+    def pre(self) -> "Prefilter":
+        if self.index is not None:
+            return [(self.index[0], "eq", self.index[1])]
+        if self.lit is not None:
+            return [(self.lit[0], "lit", self.lit[1])]
+        if self.required:
+            return [(min(self.required), "has", None)]
+        return None
 
     def witness(self, flat: dict, lc: dict) -> tuple[str | None, Any]:
         """(field, event value) that made this item true, for explanations."""
@@ -347,13 +365,59 @@ class CompiledItem:
         return None, None
 
 
+#: A prefilter: the rule can only match if one of the alternatives holds:
+#: (field, "eq", values): the field's lowered text is one of values;
+#: (field, "lit", literals): it contains one of literals;
+#: (field, "has", None): the field is present;
+#: ((field_a, field_b), "eq2", pairs): the two fields' lowered texts are one of
+#: the value pairs. None = always try the rule.
+#: Prefilters may over-approximate, never under-approximate.
+Prefilter = "list[tuple[str, str, frozenset[str] | None]] | None"
+
+MIN_LITERAL = 3  # shorter literals select too little to index
+
+
+def _literal_of(v: Any) -> str | None:
+    """Longest literal chunk of a string value (lowered); the value can only
+    match texts containing it."""
+    if isinstance(v, SigmaString):
+        best = ""
+        for p in _merge_parts(v):
+            if isinstance(p, str) and len(p) > len(best):
+                best = p
+        best = best.lower()
+        return best if len(best) >= MIN_LITERAL else None
+    return None
+
+
+def item_literals(values: list[Any], all_of: bool) -> frozenset[str] | None:
+    lits: list[str] = []
+    for v in values:
+        members = v.values if isinstance(v, SigmaExpansion) else [v]
+        ml = [_literal_of(m) for m in members]
+        if any(x is None for x in ml):
+            if not all_of:
+                return None
+            continue
+        if all_of and not isinstance(v, SigmaExpansion):
+            lits.append(max(ml, key=len))  # type: ignore[arg-type]
+            continue
+        if all_of:
+            return frozenset(ml)  # type: ignore[arg-type]
+        lits.extend(ml)  # type: ignore[arg-type]
+    if not lits:
+        return None
+    if all_of:
+        return frozenset((max(lits, key=len),))
+    return frozenset(lits)
+
+
 @dataclass(slots=True)
 class CompiledDetection:
     fn: Matcher
     items: list[Any]  # CompiledItem | CompiledDetection
     any_of: bool
-    required: frozenset[str] = frozenset()
-    index: tuple[str, frozenset[str]] | None = None
+    pre: Any = None  # Prefilter
 
 
 def _field_matcher(fld: str, test: Callable[[Any, Any], bool]) -> Matcher:
@@ -379,6 +443,99 @@ def _field_matcher(fld: str, test: Callable[[Any, Any], bool]) -> Matcher:
         return test(v, None)
 
     return fn
+
+
+def _fast_compare_matcher(fld: str, values: list[Any], generic: Matcher) -> Matcher:
+    """Inline closure for one numeric comparison on an int/float field value."""
+    if fld in DERIVED_FIELDS or len(values) != 1 or not isinstance(values[0], SigmaCompareExpression):
+        return generic
+    c = values[0]
+    op = _CMP[c.op]
+    n = c.number.number
+    get = dict.get
+
+    def fn(flat: dict, lc: dict) -> bool:
+        v = get(flat, fld)
+        t = type(v)
+        if t is int or t is float:
+            return op(v, n)
+        return v is not None and generic(flat, lc)
+
+    return fn
+
+
+def _fast_string_matcher(fld: str, values: list[Any], generic: Matcher) -> Matcher:
+    """Inline closure for the common shapes (OR of eq / contains / startswith /
+    endswith, case-insensitive) on a string field; anything else, lists and
+    non-string values go to ``generic``, which has the same semantics."""
+    if fld in DERIVED_FIELDS or not values or not all(type(v) is SigmaString for v in values):
+        return generic
+    try:
+        shapes = [string_shape(v, False) for v in values]
+    except UnsupportedError:
+        return generic
+    kinds = {k for k, _ in shapes}
+    if len(kinds) != 1:
+        return generic
+    kind = kinds.pop()
+    pats = tuple(p for _, p in shapes)
+    get = dict.get
+
+    if kind == "eq":
+        if len(pats) == 1:
+            pat = pats[0]
+
+            def fn(flat: dict, lc: dict) -> bool:
+                v = get(flat, fld)
+                if type(v) is str:
+                    low = get(lc, fld)
+                    if low is None:
+                        low = lc[fld] = v.lower()
+                    return low == pat
+                return v is not None and generic(flat, lc)
+
+            return fn
+        pset = frozenset(pats)
+
+        def fn(flat: dict, lc: dict) -> bool:
+            v = get(flat, fld)
+            if type(v) is str:
+                low = get(lc, fld)
+                if low is None:
+                    low = lc[fld] = v.lower()
+                return low in pset
+            return v is not None and generic(flat, lc)
+
+        return fn
+    if kind == "contains":
+
+        def fn(flat: dict, lc: dict) -> bool:
+            v = get(flat, fld)
+            if type(v) is str:
+                low = get(lc, fld)
+                if low is None:
+                    low = lc[fld] = v.lower()
+                for p in pats:
+                    if p in low:
+                        return True
+                return False
+            return v is not None and generic(flat, lc)
+
+        return fn
+    if kind in ("startswith", "endswith"):
+        starts = kind == "startswith"
+
+        def fn(flat: dict, lc: dict) -> bool:
+            v = get(flat, fld)
+            if type(v) is str:
+                low = get(lc, fld)
+                if low is None:
+                    low = lc[fld] = v.lower()
+                return low.startswith(pats) if starts else low.endswith(pats)
+            return v is not None and generic(flat, lc)
+
+        return fn
+    return generic
 
 
 def _link(preds: list[Pred], all_of: bool) -> Pred:
@@ -423,6 +580,7 @@ def compile_item(item: SigmaDetectionItem, key: str) -> CompiledItem:
     reprs = [_value_repr(v) for v in (item.original_value or values)]
     required: frozenset[str] = frozenset()
     index = None
+    lit = None
 
     if fld is None:
         if any(not isinstance(v, (SigmaString, SigmaExpansion, SigmaRegularExpression)) for v in values):
@@ -503,7 +661,7 @@ def compile_item(item: SigmaDetectionItem, key: str) -> CompiledItem:
         if any(isinstance(v, (SigmaNull, SigmaExists, SigmaFieldReference, SigmaTimestampPart)) for v in values):
             raise UnsupportedError("unsupported: mixing null/exists/fieldref values with other values in one item")
         if not all_of and len(values) > 1 and all(_is_plain_eq(v) for v in values):
-            wanted_set = frozenset(str(v.s[0]).lower() if v.s else "" for v in values)
+            wanted_set = frozenset("".join(v.s).lower() for v in values)
 
             def test(raw: Any, low: str | None, w: frozenset = wanted_set) -> bool:
                 if low is None:
@@ -522,18 +680,26 @@ def compile_item(item: SigmaDetectionItem, key: str) -> CompiledItem:
                 fn = lambda flat, lc: all(f(flat, lc) for f in per)  # noqa: E731
             else:
                 fn = _field_matcher(fld, _link(preds, False))
+        if not all_of or len(values) == 1:
+            fn = _fast_string_matcher(fld, values, fn)
+            fn = _fast_compare_matcher(fld, values, fn)
         if fld not in DERIVED_FIELDS:
             required = frozenset((fld,))
             if not all_of or len(values) == 1:
                 if all(_is_plain_eq(v) for v in values):
                     index = (fld, frozenset("".join(v.s).lower() for v in values))
+            if index is None and all(isinstance(v, (SigmaString, SigmaExpansion)) for v in values):
+                lits = item_literals(values, all_of)
+                if lits:
+                    lit = (fld, lits)
 
     if item.negated:
         inner_fn = fn
         fn = lambda flat, lc: not inner_fn(flat, lc)  # noqa: E731
         required = frozenset()
         index = None
-    return CompiledItem(fn=fn, key=key, field=fld, values=reprs, required=required, index=index)
+        lit = None
+    return CompiledItem(fn=fn, key=key, field=fld, values=reprs, required=required, index=index, lit=lit)
 
 
 def _norm_ref(v: Any) -> str | None:
@@ -574,37 +740,46 @@ def _fieldref_matcher(fld: str, refs: list[SigmaFieldReference], all_of: bool) -
     return lambda flat, lc: any(f(flat, lc) for f in fns)
 
 
-def _and_req(reqs: list[frozenset[str]]) -> frozenset[str]:
-    out: frozenset[str] = frozenset()
-    for r in reqs:
-        out |= r
-    return out
+def _pre_cost(p: Any) -> tuple[int, int, int, int]:
+    # exact values beat literals beat "field present"; pairs beat single fields;
+    # then fewer accepted values
+    return (
+        sum(1 for _, k, _ in p if k == "has"),
+        sum(1 for _, k, _ in p if k == "lit"),
+        sum(1 for _, k, _ in p if k == "eq"),
+        sum(len(v) for _, _, v in p if v is not None),
+    )
 
 
-def _or_req(reqs: list[frozenset[str]]) -> frozenset[str]:
-    if not reqs:
-        return frozenset()
-    out = reqs[0]
-    for r in reqs[1:]:
-        out &= r
-    return out
+MAX_COMPOUND = 64  # most value pairs a two-field index entry may expand to
 
 
-def _and_index(idx: list[Any]) -> Any:
-    cands = [i for i in idx if i is not None]
+def _and_pre(pres: list[Any]) -> Any:
+    cands = [p for p in pres if p is not None]
     if not cands:
         return None
-    # the most selective: fewest accepted values
-    return min(cands, key=lambda i: (len(i[1]), i[0]))
+    # Two exact-value constraints on different fields: index the pair.
+    eqs = sorted(
+        (p[0] for p in cands if len(p) == 1 and p[0][1] == "eq" and isinstance(p[0][0], str)),
+        key=lambda a: (len(a[2]), a[0]),
+    )
+    for i, (f1, _, v1) in enumerate(eqs):
+        for f2, _, v2 in eqs[i + 1 :]:
+            if f1 != f2 and len(v1) * len(v2) <= MAX_COMPOUND:
+                (fa, va), (fb, vb) = sorted(((f1, v1), (f2, v2)))
+                return [((fa, fb), "eq2", frozenset((a, b) for a in va for b in vb))]
+    return min(cands, key=_pre_cost)
 
 
-def _or_index(idx: list[Any]) -> Any:
-    if not idx or any(i is None for i in idx):
+def _or_pre(pres: list[Any]) -> Any:
+    if not pres or any(p is None for p in pres):
         return None
-    fields = {i[0] for i in idx}
-    if len(fields) != 1:
-        return None
-    return (idx[0][0], frozenset().union(*(i[1] for i in idx)))
+    merged: dict[tuple[str, str], frozenset[str] | None] = {}
+    for p in pres:
+        for f, k, v in p:
+            old = merged.get((f, k))
+            merged[(f, k)] = v if old is None else (old | v if v is not None else None)
+    return [(f, k, v) for (f, k), v in merged.items()]
 
 
 def _combine(fns: list[Matcher], any_of: bool) -> Matcher:
@@ -615,10 +790,11 @@ def _combine(fns: list[Matcher], any_of: bool) -> Matcher:
         if any_of:
             return lambda flat, lc: a(flat, lc) or b(flat, lc)
         return lambda flat, lc: a(flat, lc) and b(flat, lc)
-    t = tuple(fns)
+    # a chain of binary closures is cheaper than any()/all() over a generator
+    head, rest = fns[0], _combine(fns[1:], any_of)
     if any_of:
-        return lambda flat, lc: any(f(flat, lc) for f in t)
-    return lambda flat, lc: all(f(flat, lc) for f in t)
+        return lambda flat, lc: head(flat, lc) or rest(flat, lc)
+    return lambda flat, lc: head(flat, lc) and rest(flat, lc)
 
 
 def compile_detection(det: SigmaDetection, items: list[Any]) -> CompiledDetection:
@@ -626,15 +802,30 @@ def compile_detection(det: SigmaDetection, items: list[Any]) -> CompiledDetectio
     any_of = det.item_linking is ConditionOR
     # Cheapest first for AND: items carrying an index/required field fail fast.
     fns = [c.fn for c in items]
-    reqs = [c.required for c in items]
-    idx = [c.index for c in items]
+    pres = [c.pre for c in items]
     return CompiledDetection(
         fn=_combine(fns, any_of),
         items=items,
         any_of=any_of,
-        required=_or_req(reqs) if any_of else _and_req(reqs),
-        index=_or_index(idx) if any_of else _and_index(idx),
+        pre=_or_pre(pres) if any_of else _and_pre(pres),
     )
+
+
+def reorder_for_prefilter(det: CompiledDetection, late: set[str]) -> None:
+    """Rebuild ``det.fn`` so AND-ed items on ``late`` fields run last.
+
+    ``late``: fields whose exact value the index already guaranteed for every
+    event this rule is tried on; checking them first would only repeat that.
+    ``det.items`` keeps its order (explanations follow the rule text).
+    """
+    for c in det.items:
+        if isinstance(c, CompiledDetection):
+            reorder_for_prefilter(c, late)
+    if det.any_of:
+        det.fn = _combine([c.fn for c in det.items], True)
+    else:
+        items = sorted(det.items, key=lambda c: isinstance(c, CompiledItem) and c.field in late)
+        det.fn = _combine([c.fn for c in items], False)
 
 
 # --- conditions -----------------------------------------------------------------------
@@ -643,22 +834,21 @@ def compile_detection(det: SigmaDetection, items: list[Any]) -> CompiledDetectio
 @dataclass(slots=True)
 class CompiledCondition:
     fn: Matcher
-    required: frozenset[str]
-    index: tuple[str, frozenset[str]] | None
+    pre: Any  # Prefilter
     used: set[str] = field(default_factory=set)  # detection names referenced
 
 
 def compile_condition(tree: Any, detections: dict[str, CompiledDetection], all_names: list[str]) -> CompiledCondition:
     used: set[str] = set()
 
-    def walk(node: Any) -> tuple[Matcher, frozenset[str], Any]:
+    def walk(node: Any) -> tuple[Matcher, Any]:
         if isinstance(node, ConditionIdentifier):
             name = node.identifier
             if name not in detections:
                 raise ValueError(f"condition references undefined detection {name!r}")
             used.add(name)
             d = detections[name]
-            return d.fn, d.required, d.index
+            return d.fn, d.pre
         if isinstance(node, ConditionSelector):
             pattern = node.pattern
             rx = re.compile(".*" if pattern == "them" else pattern.replace("*", ".*"))
@@ -668,33 +858,23 @@ def compile_condition(tree: Any, detections: dict[str, CompiledDetection], all_n
             subs = [walk(ConditionIdentifier([n])) for n in names]
             any_of = node.cond_class is ConditionOR
             fns = [s[0] for s in subs]
-            reqs = [s[1] for s in subs]
-            idx = [s[2] for s in subs]
-            return (
-                _combine(fns, any_of),
-                _or_req(reqs) if any_of else _and_req(reqs),
-                _or_index(idx) if any_of else _and_index(idx),
-            )
+            pres = [s[1] for s in subs]
+            return _combine(fns, any_of), (_or_pre(pres) if any_of else _and_pre(pres))
         if isinstance(node, ConditionNOT):
-            f, _, _ = walk(node.args[0])
-            return (lambda flat, lc: not f(flat, lc)), frozenset(), None
+            f, _ = walk(node.args[0])
+            return (lambda flat, lc: not f(flat, lc)), None
         if isinstance(node, (ConditionAND, ConditionOR)):
             subs = [walk(a) for a in node.args]
             any_of = isinstance(node, ConditionOR)
             fns = [s[0] for s in subs]
-            reqs = [s[1] for s in subs]
-            idx = [s[2] for s in subs]
-            return (
-                _combine(fns, any_of),
-                _or_req(reqs) if any_of else _and_req(reqs),
-                _or_index(idx) if any_of else _and_index(idx),
-            )
+            pres = [s[1] for s in subs]
+            return _combine(fns, any_of), (_or_pre(pres) if any_of else _and_pre(pres))
         if isinstance(node, ConditionItem):
             raise UnsupportedError(f"unsupported: condition construct {type(node).__name__}")
         raise UnsupportedError(f"unsupported: condition element {node!r}")
 
-    fn, req, idx = walk(tree)
-    return CompiledCondition(fn=fn, required=req, index=idx, used=used)
+    fn, pre = walk(tree)
+    return CompiledCondition(fn=fn, pre=pre, used=used)
 
 
 def explain_condition(tree: Any, detections: dict[str, CompiledDetection], all_names: list[str], flat: dict, lc: dict) -> list[tuple[str, str, str | None, Any, list[str]]]:

@@ -41,6 +41,8 @@ from typing import Any
 
 import orjson
 
+from .compiler import TS_KEY
+
 from .ruleset import _OPS, CorrelationRule, DetectionRule, MatchedField, RuleHit, RuleSet
 
 STATE_VERSION = 1
@@ -58,7 +60,7 @@ def _key_part(v: Any) -> Any:
 class _Group:
     """State of one group of one correlation. Plain lists so it serialises."""
 
-    __slots__ = ("last", "start", "ts", "vals", "seen", "chain", "fired")
+    __slots__ = ("last", "start", "ts", "vals", "seen", "acc", "fired")
 
     def __init__(self) -> None:
         self.last = 0.0  # latest event time seen
@@ -66,10 +68,11 @@ class _Group:
         self.ts: deque = deque()  # (ts, value) or ts
         self.vals: dict[Any, float] = {}  # value -> last ts (value_count) / rule -> ts (temporal)
         self.seen: list[float | None] = []  # temporal_ordered: chain start per step
+        self.acc = 0.0  # running sum of the values in ts (value_sum / value_avg)
         self.fired = 0
 
     def to_obj(self) -> list[Any]:
-        return [self.last, self.start, list(self.ts), [[k, v] for k, v in self.vals.items()], self.seen, self.fired]
+        return [self.last, self.start, list(self.ts), [[k, v] for k, v in self.vals.items()], self.seen, self.fired, self.acc]
 
     @classmethod
     def from_obj(cls, o: list[Any]) -> "_Group":
@@ -79,6 +82,7 @@ class _Group:
         g.vals = {(tuple(k) if isinstance(k, list) else k): v for k, v in o[3]}
         g.seen = list(o[4])
         g.fired = o[5]
+        g.acc = o[6]
         return g
 
 
@@ -119,15 +123,15 @@ class CorrelationEngine:
         (chains), in dependency order.
         """
         out: list[RuleHit] = []
-        if not self._listeners:
+        listeners = self._listeners
+        queue = [h for h in hits if h.rule_id in listeners]
+        if not queue:
             return out
-        pending = [h for h in hits if h.rule_id in self._listeners]
-        if not pending:
-            return out
-        queue = list(pending)
-        while queue:
-            h = queue.pop(0)
-            for target in self._listeners.get(h.rule_id, ()):
+        i = 0
+        while i < len(queue):
+            h = queue[i]
+            i += 1
+            for target in listeners.get(h.rule_id, ()):
                 if isinstance(target, CorrelationRule):
                     new = self._update(target, h, kind, flat, ts)
                 else:
@@ -284,8 +288,9 @@ class CorrelationEngine:
                 g.vals[value] = g.vals.pop(value)
         elif t in ("value_sum", "value_avg"):
             g.ts.append((ts, value))
+            g.acc += value
             if len(g.ts) > self.max_events:
-                g.ts.popleft()
+                g.acc -= g.ts.popleft()[1]
         elif t == "temporal":
             g.vals[rid] = ts
         elif t == "temporal_ordered":
@@ -313,7 +318,9 @@ class CorrelationEngine:
                 g.ts.popleft()
         elif t in ("value_sum", "value_avg"):
             while g.ts and g.ts[0][0] < cut:
-                g.ts.popleft()
+                g.acc -= g.ts.popleft()[1]
+            if not g.ts:
+                g.acc = 0.0  # no float drift across windows
         elif t in ("value_count", "temporal"):
             for k in [k for k, v in g.vals.items() if v < cut]:
                 del g.vals[k]
@@ -327,9 +334,9 @@ class CorrelationEngine:
         if t == "value_count":
             return float(len(g.vals))
         if t == "value_sum":
-            return float(sum(v for _, v in g.ts))
+            return g.acc
         if t == "value_avg":
-            return float(sum(v for _, v in g.ts) / len(g.ts)) if g.ts else None
+            return g.acc / len(g.ts) if g.ts else None
         if t == "temporal":
             return float(len(set(g.vals) & set(c.rules)))
         if t == "temporal_ordered":
@@ -341,6 +348,7 @@ class CorrelationEngine:
 
     @staticmethod
     def _reset(g: _Group) -> None:
+        g.acc = 0.0
         g.ts.clear()
         g.vals.clear()
         g.seen = []
@@ -435,7 +443,7 @@ class CorrelationEngine:
             rule_type=s.type,
             ts=ts,
             event_kind=kind,
-            matched=list(hit.matched)
+            matched=r.explain(flat, {TS_KEY: ts})
             + [MatchedField("stateful", s.value, s.value, value, ["not announced by " + ", ".join(s.announced_by)])],
             group_key=key,
             group_by=s.group_by,

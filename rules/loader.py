@@ -40,12 +40,13 @@ class LineDict(dict):
 
 
 class LineList(list):
-    __slots__ = ("line", "item_lines")
+    __slots__ = ("line", "item_lines", "item_files")
 
     def __init__(self, *a: Any):
         super().__init__(*a)
         self.line: int = 0
         self.item_lines: list[int] = []
+        self.item_files: list[str] | None = None  # when items come from several files
 
     def line_of(self, idx: int) -> int:
         return self.item_lines[idx] if 0 <= idx < len(self.item_lines) else self.line

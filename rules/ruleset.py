@@ -49,6 +49,7 @@ from .compiler import (
     compile_detection,
     compile_item,
     explain_condition,
+    reorder_for_prefilter,
 )
 from .errors import RuleIssue, RuleLoadError
 from .loader import LineDict, LineList, expand_paths, line_at, read_yaml_documents, schema_issues
@@ -185,7 +186,7 @@ class RuleMeta:
     alert: bool = True
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class DetectionRule:
     meta: RuleMeta
     kinds: frozenset[str]
@@ -195,13 +196,18 @@ class DetectionRule:
     fn: Any
     stateful: "StatefulSpec | None" = None
 
-    def hit(self, kind: str, flat: dict, lc: dict, ts: float) -> RuleHit:
-        m = self.meta
+    def explain(self, flat: dict, lc: dict) -> list[MatchedField]:
         names = list(self.detections)
         matched: list[MatchedField] = []
         for tree in self.trees:
             for sel, key, f, v, pats in explain_condition(tree, self.detections, names, flat, lc):
                 matched.append(MatchedField(sel, key, f, v, pats))
+        return matched
+
+    def hit(self, kind: str, flat: dict, lc: dict, ts: float) -> RuleHit:
+        m = self.meta
+        # hits that only feed correlations are not explained (hot path); see RuleHit
+        matched = self.explain(flat, lc) if m.alert else []
         return RuleHit(
             rule_id=m.id,
             title=m.title,
@@ -230,7 +236,7 @@ class StatefulSpec:
     warmup_first_seen: bool
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class CorrelationRule:
     meta: RuleMeta
     type: str
@@ -258,38 +264,81 @@ _OPS = {
 # --- the index ---------------------------------------------------------------------
 
 
-class _Partition:
-    """The rules tried on one stream kind, indexed by a required field/value."""
+try:  # optional: Aho-Corasick makes the literal index O(text) instead of O(literals)
+    import ahocorasick as _ahocorasick
+except ImportError:  # pragma: no cover - exercised when the extra is absent
+    _ahocorasick = None
 
-    __slots__ = ("value_index", "field_index", "always", "n")
+
+def _literal_finder(literals: list[str]):
+    """fn(text) -> iterable of the literals that occur in text (overlaps included)."""
+    if _ahocorasick is not None:
+        auto = _ahocorasick.Automaton()
+        for lit in literals:
+            auto.add_word(lit, lit)
+        auto.make_automaton()
+        it = auto.iter
+
+        def find(text: str):
+            return {v for _, v in it(text)}
+
+        return find
+    lits = tuple(literals)
+    return lambda text: [lit for lit in lits if lit in text]
+
+
+def _texts(v: Any) -> list[str]:
+    vals = v if type(v) is list else [v]
+    return [t.lower() for t in map(as_text, vals) if t is not None]
+
+
+class _Partition:
+    """The rules tried on one stream kind, indexed by their prefilter.
+
+    A rule sits in the bucket of each alternative of its prefilter: under
+    (field, value) for "field's lowered text is value", under (field, literal)
+    for "contains literal", under field for "field is present", else in
+    ``always``.
+    """
+
+    __slots__ = ("value_index", "pair_index", "lit_index", "field_index", "always", "n", "dedupe")
 
     def __init__(self, rules: list[DetectionRule]):
         by_value: dict[str, dict[str, list[DetectionRule]]] = {}
+        by_lit: dict[str, dict[str, list[DetectionRule]]] = {}
         by_field: dict[str, list[DetectionRule]] = {}
+        by_pair: dict[tuple[str, str], dict[tuple[str, str], list[DetectionRule]]] = {}
         always: list[DetectionRule] = []
-        req_count: dict[str, int] = {}
+        dedupe = False
         for r in rules:
-            for f in r.condition.required:
-                req_count[f] = req_count.get(f, 0) + 1
-        for r in rules:
-            idx = r.condition.index
-            if idx is not None:
-                table = by_value.setdefault(idx[0], {})
-                for v in idx[1]:
-                    table.setdefault(v, []).append(r)
-            elif r.condition.required:
-                # the field fewest rules require splits the set best
-                f = min(r.condition.required, key=lambda x: (req_count[x], x))
-                by_field.setdefault(f, []).append(r)
-            else:
+            pre = r.condition.pre
+            if not pre:
                 always.append(r)
-        self.value_index = [(f, t) for f, t in by_value.items()]
-        self.field_index = [(f, rs) for f, rs in by_field.items()]
+                continue
+            if len(pre) > 1 or any(k == "lit" and len(v) > 1 for _, k, v in pre):
+                dedupe = True  # may be found more than once for one event
+            for fld, kind, values in pre:
+                if kind == "has":
+                    by_field.setdefault(fld, []).append(r)
+                elif kind == "eq2":
+                    t2 = by_pair.setdefault(fld, {})
+                    for v in values:
+                        t2.setdefault(v, []).append(r)
+                else:
+                    table = (by_value if kind == "eq" else by_lit).setdefault(fld, {})
+                    for v in values:
+                        table.setdefault(v, []).append(r)
+        self.value_index = list(by_value.items())
+        self.pair_index = list(by_pair.items())
+        self.lit_index = [(f, _literal_finder(list(t)), t) for f, t in by_lit.items()]
+        self.field_index = list(by_field.items())
         self.always = always
         self.n = len(rules)
+        self.dedupe = dedupe
 
     def candidates(self, flat: dict, lc: dict) -> list[DetectionRule]:
         out: list[DetectionRule] = []
+        multi = False
         for fld, table in self.value_index:
             v = flat.get(fld)
             if v is None:
@@ -302,24 +351,64 @@ class _Partition:
                 if rs:
                     out.extend(rs)
             elif type(v) is list:
-                seen: set[int] = set()
+                multi = True
                 for x in v:
                     t = as_text(x)
                     rs = table.get(t.lower()) if t is not None else None
                     if rs:
-                        for r in rs:
-                            if id(r) not in seen:
-                                seen.add(id(r))
-                                out.append(r)
+                        out.extend(rs)
             else:
                 t = as_text(v)
                 rs = table.get(t.lower()) if t is not None else None
                 if rs:
                     out.extend(rs)
+        for (fa, fb), table in self.pair_index:
+            va = flat.get(fa)
+            if va is None:
+                continue
+            vb = flat.get(fb)
+            if vb is None:
+                continue
+            if type(va) is str and type(vb) is str:
+                la = lc.get(fa)
+                if la is None:
+                    la = lc[fa] = va.lower()
+                lb = lc.get(fb)
+                if lb is None:
+                    lb = lc[fb] = vb.lower()
+                rs = table.get((la, lb))
+                if rs:
+                    out.extend(rs)
+            else:
+                multi = True
+                for la in _texts(va):
+                    for lb in _texts(vb):
+                        rs = table.get((la, lb))
+                        if rs:
+                            out.extend(rs)
+        for fld, find, table in self.lit_index:
+            v = flat.get(fld)
+            if v is None:
+                continue
+            if type(v) is str:
+                low = lc.get(fld)
+                if low is None:
+                    low = lc[fld] = v.lower()
+            elif type(v) is list:
+                low = "\x00".join(t.lower() for t in map(as_text, v) if t is not None)
+            else:
+                t = as_text(v)
+                if t is None:
+                    continue
+                low = t.lower()
+            for lit in find(low):
+                out.extend(table[lit])
         for fld, rs in self.field_index:
             if flat.get(fld) is not None:
                 out.extend(rs)
         out.extend(self.always)
+        if len(out) > 1 and (self.dedupe or multi):
+            out = list(dict.fromkeys(out))
         return out
 
 
@@ -618,12 +707,16 @@ def _register(ctx: _Ctx, ids: dict[str, tuple[str, int]], names: dict[str, str],
 
 
 def _pysigma_issues(ctx: _Ctx, f: str, doc: LineDict, errors: list[SigmaError], rid: str | None, detection_too: bool) -> None:
+    # the JSON schema already reported most metadata problems; one message per line is enough
+    schema_lines = {i.line for i in ctx.issues if i.file == f and i.message.startswith("schema:")}
     for e in errors:
         key = next((k for cls, k in _ERROR_KEYS.items() if isinstance(e, cls)), None)
         if key is None and not detection_too:
             continue  # detection problems are reported by our own item-wise parse, with lines
         msg = getattr(e, "message", None) or str(e).split(" in ")[0]
         line = doc.line_of(key) if key else doc.line
+        if key and line in schema_lines:
+            continue
         ctx.err(f, line, msg, rid)
 
 
@@ -707,7 +800,7 @@ def _tests_of(ctx: _Ctx, f: str, doc: LineDict, meta: RuleMeta, sequences: bool)
                     ctx.err(f, cl, f"x_tests.{key}[{i}]: a correlation test is a non-empty list of events", meta.id)
             elif not isinstance(case, dict):
                 ctx.err(f, cl, f"x_tests.{key}[{i}]: a test event is a mapping of fields", meta.id)
-        meta.tests[key] = list(cases)
+        meta.tests[key] = cases
     meta.tests_line = line
 
 
@@ -810,9 +903,9 @@ def _load_detection(ctx: _Ctx, f: str, doc: LineDict) -> DetectionRule | None:
     except Exception as exc:  # pySigma chokes on some malformed input the schema already reports
         if len(ctx.issues) == errors_before:
             ctx.err(f, doc.line, f"cannot parse rule: {exc}", rid)
+    kinds = _kinds(ctx, f, doc, rid)
     if meta.level not in LEVELS:
         return None
-    kinds = _kinds(ctx, f, doc, rid)
     det = doc.get("detection")
     if not isinstance(det, dict):
         return None
@@ -867,15 +960,24 @@ def _load_detection(ctx: _Ctx, f: str, doc: LineDict) -> DetectionRule | None:
         used |= cc.used
     if not ok or not compiled_conds:
         return None
+    exact = _exact_fields(compiled_conds)
+    if exact:
+        # the index guarantees these fields' values: test the other items first
+        for d in detections.values():
+            reorder_for_prefilter(d, exact)
+        compiled_conds = [compile_condition(t, detections, names) for t in trees]
     for n in names:
         if n not in used:
             ctx.warn(f, det.line_of(n), f"detection {n!r} is not used by the condition", rid)
     if len(compiled_conds) == 1:
         cond_c = compiled_conds[0]
     else:
+        from .compiler import _or_pre
+
         fns = [c.fn for c in compiled_conds]
-        req = frozenset.intersection(*(c.required for c in compiled_conds))
-        cond_c = CompiledCondition(fn=lambda flat, lc: any(fn(flat, lc) for fn in fns), required=req, index=None, used=used)
+        cond_c = CompiledCondition(
+            fn=lambda flat, lc: any(fn(flat, lc) for fn in fns), pre=_or_pre([c.pre for c in compiled_conds]), used=used
+        )
     stateful = _stateful_spec(ctx, f, doc, rid)
     _tests_of(ctx, f, doc, meta, sequences=stateful is not None)
     if kinds is None:
@@ -889,6 +991,17 @@ def _load_detection(ctx: _Ctx, f: str, doc: LineDict) -> DetectionRule | None:
         fn=cond_c.fn,
         stateful=stateful,
     )
+
+
+def _exact_fields(conds: list[CompiledCondition]) -> set[str]:
+    if len(conds) != 1 or not conds[0].pre or len(conds[0].pre) != 1:
+        return set()
+    fld, kind, _ = conds[0].pre[0]
+    if kind == "eq":
+        return {fld}
+    if kind == "eq2":
+        return set(fld)
+    return set()
 
 
 def _timespan(ctx: _Ctx, f: str, line: int, text: Any, rid: str) -> float | None:

@@ -133,8 +133,10 @@ def iter_rule_tests(rs: "RuleSet") -> Iterator[RuleTestCase]:
             cases = m.tests.get(key, [])
             for i, case in enumerate(cases):
                 line = cases.line_of(i) if isinstance(cases, LineList) else m.tests_line
+                files = getattr(cases, "item_files", None)
+                file = files[i] if files else m.file
                 events = list(case) if seq else [case]
-                yield RuleTestCase(m.id, m.title, m.file, line, key == "match", i, events, seq)
+                yield RuleTestCase(m.id, m.title, file, line, key == "match", i, events, seq)
 
 
 def run_case(rs: "RuleSet", case: RuleTestCase) -> tuple[bool, str]:
@@ -221,13 +223,14 @@ def attach_test_files(ctx: "_Ctx", files: list[Path], rules: dict[str, Any], nam
                         if not ok:
                             cl = cases.line_of(i) if isinstance(cases, LineList) else spec.line_of(key)
                             ctx.err(str(f), cl, f"{key}[{i}]: {'a list of events' if seq else 'an event mapping'} expected", rid)
-                    existing = r.meta.tests.get(key)
-                    if existing:
-                        merged = LineList([*existing, *cases])
-                        merged.item_lines = [*getattr(existing, "item_lines", [r.meta.tests_line] * len(existing)), *cases.item_lines]
-                        # the sibling file's lines refer to another file; keep them for the message anyway
-                        r.meta.tests[key] = merged
-                    else:
-                        r.meta.tests[key] = cases
+                    existing = r.meta.tests.get(key) or LineList()
+                    merged = LineList([*existing, *cases])
+                    merged.item_lines = [
+                        *getattr(existing, "item_lines", [r.meta.tests_line] * len(existing)),
+                        *getattr(cases, "item_lines", [line] * len(cases)),
+                    ]
+                    old_files = getattr(existing, "item_files", None) or [r.meta.file] * len(existing)
+                    merged.item_files = [*old_files, *([str(f)] * len(cases))]
+                    r.meta.tests[key] = merged
                     if not r.meta.tests_line:
                         r.meta.tests_line = line

@@ -8,9 +8,9 @@ Design choices (see the faust-streaming pitfalls in the README):
   Faust's ``on_value_decode_error``.
 * ``concurrency=1`` on every stateful agent (faust#606), ``at_least_once``,
   and idempotent state updates (``pipeline.InputProcessor``).
-* Events are processed in batches (``take_events``) so per-batch overhead is
-  paid once; each event is still guarded on its own, so one bad event never
-  takes down the batch or the worker.
+* Each event is guarded on its own, so one bad event never takes down the
+  worker. (``stream.take_events`` is not used: in faust-streaming 0.15.3 it
+  never yields when the app has a Table -- reproduced on the real broker.)
 * Table keys are bytes (the identity), equal to the message key, so state is
   co-partitioned with the input topic.
 """
@@ -27,13 +27,13 @@ from .errors import EventError
 from .events import STREAM_KINDS, parse_event
 from .kafka import DeadLetter
 from .metrics import METRICS
+from .alerts import Alert
 from .pipeline import EntityScorer, InputProcessor
+from .policy import Policy
+from .risk import AlertProcessor
 from .settings import Settings
 
 log = logging.getLogger("ueba.worker")
-
-BATCH_MAX = 500
-BATCH_WITHIN = 0.05  # seconds: bounds added latency per event
 
 
 def scorer_factory_for(settings: Settings) -> Callable[[str], EntityScorer]:
@@ -84,9 +84,16 @@ def create_app(
     min_score = settings.worker.min_score
     scorer_factory = scorer_factory or scorer_factory_for(settings)
 
-    alerts_topic = app.topic(t.alerts, key_type=bytes, value_type=bytes, partitions=t.partitions, internal=False)
-    dlq_topic = app.topic(t.deadletter, key_type=bytes, value_type=bytes, partitions=t.partitions, internal=False)
-    schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    def schema() -> faust.Schema:
+        # A fresh Schema per topic/table: Faust mutates a Schema shared between
+        # topics (the last topic's serializers win), which made raw keys JSON-decoded.
+        return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    candidates_topic = app.topic(t.candidates, schema=schema(), partitions=t.partitions, internal=False)
+    alerts_topic = app.topic(t.alerts, schema=schema(), partitions=t.partitions, internal=False)
+    risk_topic = app.topic(t.risk, schema=schema(), partitions=t.partitions, internal=False)
+    dlq_topic = app.topic(t.deadletter, schema=schema(), partitions=t.partitions, internal=False)
+    policy = Policy.load(settings.worker.policy_file)
 
     async def dead_letter(message: Any, reason: str, detail: str, stage: str) -> None:
         dl = DeadLetter(
@@ -103,34 +110,58 @@ def create_app(
         METRICS.deadletters.labels(stream=message.topic, reason=reason).inc()
 
     def make_agent(kind: str, topic_name: str) -> None:
-        topic = app.topic(topic_name, schema=schema, partitions=t.partitions, internal=False)
-        table = app.Table(f"state-{kind}", default=None, schema=schema, partitions=t.partitions)
+        topic = app.topic(topic_name, schema=schema(), partitions=t.partitions, internal=False)
+        table = app.Table(f"state-{kind}", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
         processor = InputProcessor(kind, scorer_factory(kind), min_score=min_score)
         events_counter = METRICS.events.labels(stream=kind)
-        alerts_counter = METRICS.alerts
 
         async def score(stream: faust.StreamT) -> None:
-            async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-                for ev in batch:
-                    message = ev.message
-                    events_counter.inc()
-                    try:
-                        event = parse_event(kind, message.value, max_bytes=max_bytes)
-                    except EventError as exc:
-                        await dead_letter(message, exc.reason, exc.detail, "decode")
-                        continue
-                    try:
-                        result = processor.process(table, event, message.offset)
-                    except Exception as exc:  # a bug or odd data must never stop the worker
-                        log.exception("processing %s offset %s failed", topic_name, message.offset)
-                        await dead_letter(message, "processing_error", f"{type(exc).__name__}: {exc}", "process")
-                        continue
-                    for alert in result.alerts:
-                        await alerts_topic.send(key=f"{alert.entity_type}:{alert.entity}".encode(), value=alert.to_json())
-                        alerts_counter.labels(source=alert.source).inc()
-                    METRICS.latency.observe(max(0.0, time.time() - event.ts) if event.ts > time.time() - 3600 else 0.0)
+            async for ev in stream.events():
+                message = ev.message
+                events_counter.inc()
+                try:
+                    event = parse_event(kind, message.value, max_bytes=max_bytes)
+                except EventError as exc:
+                    await dead_letter(message, exc.reason, exc.detail, "decode")
+                    continue
+                try:
+                    result = processor.process(table, event, message.offset)
+                except Exception as exc:  # a bug or odd data must never stop the worker
+                    log.exception("processing %s offset %s failed", topic_name, message.offset)
+                    await dead_letter(message, "processing_error", f"{type(exc).__name__}: {exc}", "process")
+                    continue
+                for alert in result.alerts:
+                    # keyed by entity: the alert agent's state is co-partitioned by entity
+                    await candidates_topic.send(key=f"{alert.entity_type}:{alert.entity}".encode(), value=alert.to_json())
+                METRICS.last_progress.set(time.time())
 
         app.agent(topic, name=f"score-{kind}", concurrency=1)(score)
+
+    entities = app.Table("entities", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
+    alert_processor = AlertProcessor(policy)
+
+    async def decide(stream: faust.StreamT) -> None:
+        """Policy, suppression and entity risk, keyed by entity."""
+        async for ev in stream.events():
+            message = ev.message
+            try:
+                candidate = Alert.from_json(message.value)
+                outcome = alert_processor.process(entities, candidate, position=message.offset)
+            except Exception as exc:
+                log.exception("candidate %s offset %s failed", t.candidates, message.offset)
+                await dead_letter(message, "processing_error", f"{type(exc).__name__}: {exc}", "alert")
+                continue
+            if outcome.alert is not None:
+                a = outcome.alert
+                await alerts_topic.send(key=message.key, value=a.to_json())
+                METRICS.alerts.labels(source=a.source).inc()
+                now = time.time()
+                if a.ts > now - 3600:
+                    METRICS.latency.observe(max(0.0, now - a.ts))
+            if outcome.risk_change is not None:
+                await risk_topic.send(key=message.key, value=outcome.risk_change.to_json())
+
+    app.agent(candidates_topic, name="decide", concurrency=1)(decide)
 
     for kind, topic_name in t.inputs().items():
         assert kind in STREAM_KINDS

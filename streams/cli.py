@@ -105,7 +105,8 @@ def worker() -> None:
     _logging(s.log_level)
     fapp = create_app(s)
     METRICS.serve(s.worker.metrics_port)
-    sys.argv = [sys.argv[0], "worker", "-l", s.log_level.lower(), "--web-port", str(s.worker.web_port), "--web-host", "127.0.0.1"]
+    faust_level = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error"}[s.log_level]
+    sys.argv = [sys.argv[0], "worker", "-l", faust_level, "--web-port", str(s.worker.web_port), "--web-host", "127.0.0.1"]
     fapp.main()
 
 

@@ -42,6 +42,8 @@ class TopicSettings(_Section):
     access: str = "ueba.access"
     api: str = "ueba.api"
     telemetry: str = "ueba.telemetry"
+    #: Candidate alerts keyed by entity, before policy/suppression/risk (internal).
+    candidates: str = "ueba.candidates"
     alerts: str = "ueba.alerts"
     risk: str = "ueba.risk"
     deadletter: str = "ueba.deadletter"

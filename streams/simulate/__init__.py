@@ -8,7 +8,7 @@ registry events). Output is seeded and deterministic, in timestamp order, and
 streamed hour by hour, so its size is limited only by disk.
 
 >>> from streams.simulate import SimulationConfig, simulate
->>> cfg = SimulationConfig.preset("tiny", duration="2h")
+>>> cfg = SimulationConfig.preset("tiny", duration="2h", scenarios=())
 >>> kind, doc = next(simulate(cfg))
 >>> kind in ("access", "api", "telemetry") and doc["event"]["dataset"] == "ueba." + kind
 True

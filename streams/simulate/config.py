@@ -11,6 +11,9 @@ from ..errors import ConfigError
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
+#: Shortest run that fits every attack window after the warm-up.
+MIN_ATTACK_DURATION_S = 6 * 3600
+
 #: A Monday, so a default run starts with a working week.
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 
@@ -64,7 +67,7 @@ class SimulationConfig:
     duration: str | timedelta | float = "7d"
     humans: int = 200
     service_accounts: int = 30
-    tenants: int = 40
+    tenants: int = 60
     models: int = 12
     scenarios: tuple[str, ...] | None = None
     attack_intensity: float = 1.0
@@ -88,6 +91,9 @@ class SimulationConfig:
             from .scenarios import resolve_scenarios
 
             object.__setattr__(self, "scenarios", tuple(resolve_scenarios(self.scenarios)))
+        if self.scenarios != () and self.duration_s < MIN_ATTACK_DURATION_S:
+            raise ConfigError(f"simulate.duration: {self.duration!r} is too short to inject attacks "
+                              f"(at least 6h, or pass scenarios=() for baseline only)")
 
     @property
     def start_ms(self) -> int:

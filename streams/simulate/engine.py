@@ -7,8 +7,10 @@ up front), so a run can be arbitrarily long.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -19,7 +21,7 @@ import orjson
 from ..errors import EventError, UebaError
 from ..events import flatten, identity_of
 from .config import SimulationConfig
-from .generate import Batch, HumanTraffic, ModelDeploys, ServiceTraffic, TenantTraffic
+from .generate import Batch, HumanTraffic, JsonCache, ModelDeploys, ServiceTraffic, TenantTraffic, hex_ids
 from .scenarios import SCENARIOS, Scenario, plan_scenarios
 from .world import HOUR_MS, World, build_world
 
@@ -28,6 +30,19 @@ log = logging.getLogger("streams.simulate")
 DATASETS: dict[str, str] = {"access": "ueba.access", "api": "ueba.api", "telemetry": "ueba.telemetry"}
 _KIND_OF_DATASET = {v: k for k, v in DATASETS.items()}
 SLICE_MS = HOUR_MS
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC for a bulk run: simulated documents hold no cycles,
+    and collections triggered by millions of short-lived dicts cost ~30%."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def kind_of(doc: dict[str, Any]) -> str:
@@ -42,23 +57,27 @@ def kind_of(doc: dict[str, Any]) -> str:
 
 
 class Simulation:
-    """One planned run: the world, the generators and the injected scenarios."""
+    """One planned run: the world, the generators and the injected scenarios.
 
-    def __init__(self, config: SimulationConfig) -> None:
+    ``wire=True`` makes the high-volume generators render JSON bytes directly
+    (for :func:`write_jsonl`); only :meth:`lines` may be used then.
+    """
+
+    def __init__(self, config: SimulationConfig, *, wire: bool = False) -> None:
         self.config = config
+        self.wire = JsonCache() if wire else None
         self.world: World = build_world(config)
         tenants = TenantTraffic(self.world)
         ids = list(SCENARIOS) if config.scenarios is None else list(config.scenarios)
         self.scenarios: list[Scenario] = plan_scenarios(self.world, tenants, ids)
+        tenants.wire = self.wire  # attack traffic planned above is always built as documents
         self.generators = [ModelDeploys(self.world), HumanTraffic(self.world), ServiceTraffic(self.world), tenants,
                            *self.scenarios]
         self._id_prefix = f"{(config.seed * 2654435761) & 0xFFFFFF:06x}"
 
-    def slices(self) -> Iterator[tuple[list[int], list[str], list[dict[str, Any]], list[str | None] | None]]:
-        """Per hour: timestamps (ms), kinds, documents and scenario tags (or None), in time order."""
+    def _merged(self) -> Iterator[tuple[np.ndarray, list[str], list[Any], list[str | None] | None]]:
+        """Per hour slice: sorted timestamps (ms), kinds, documents and tags, in time order."""
         start, end = self.config.start_ms, self.config.end_ms
-        n_done = 0
-        prefix = self._id_prefix
         for si, t0 in enumerate(range(start, end, SLICE_MS)):
             t1 = min(t0 + SLICE_MS, end)
             batches: list[Batch] = [g.generate(si, t0, t1) for g in self.generators]
@@ -67,11 +86,11 @@ class Simulation:
                 continue
             order = np.argsort(ts, kind="stable").tolist()
             kinds: list[str] = []
-            docs: list[dict[str, Any]] = []
-            tags: list[str | None] | None = None
+            docs: list[Any] = []
             for b in batches:
                 kinds.extend(b.kinds)
                 docs.extend(b.docs)
+            tags: list[str | None] | None = None
             if any(b.tags is not None for b in batches):
                 tags = []
                 for b in batches:
@@ -81,15 +100,47 @@ class Simulation:
                         tags.extend([b.tags] * len(b.docs))
                     else:
                         tags.extend(b.tags)
-            ts_sorted = ts[order]
-            stamps = np.datetime_as_string(ts_sorted.astype("datetime64[ms]"), unit="ms", timezone="UTC").tolist()
-            out_docs = [docs[i] for i in order]
-            out_kinds = [kinds[i] for i in order]
-            for j, d in enumerate(out_docs):
-                d["@timestamp"] = stamps[j]
+                tags = [tags[i] for i in order]
+            yield ts[order], [kinds[i] for i in order], [docs[i] for i in order], tags
+
+    def slices(self) -> Iterator[tuple[list[int], list[str], list[dict[str, Any]], list[str | None] | None]]:
+        """Per hour: timestamps (ms), kinds, documents and scenario tags (or None), in time order."""
+        if self.wire is not None:
+            raise RuntimeError("a wire-mode Simulation renders lines(), not documents")
+        n_done = 0
+        prefix = self._id_prefix
+        for ts_sorted, kinds, docs, tags in self._merged():
+            stamp_l = np.datetime_as_string(ts_sorted.astype("datetime64[ms]"), unit="ms", timezone="UTC").tolist()
+            for j, d in enumerate(docs):
+                d["@timestamp"] = stamp_l[j]
                 d["event"]["id"] = f"{prefix}{n_done + j:010x}"
-            n_done += len(out_docs)
-            yield ts_sorted.tolist(), out_kinds, out_docs, ([tags[i] for i in order] if tags is not None else None)
+            n_done += len(docs)
+            yield ts_sorted.tolist(), kinds, docs, tags
+
+    def lines(self) -> Iterator[tuple[list[str], bytes, list[bytes], list[str | None] | None]]:
+        """Per hour: kinds, the JSON lines (one bytes blob), event ids and tags, in time order.
+
+        Same events as :meth:`slices` (parsed back they are equal), several
+        times faster to produce.
+        """
+        n_done = 0
+        prefix = self._id_prefix.encode()
+        dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        for ts_sorted, kinds, docs, tags in self._merged():
+            ids = hex_ids(prefix, n_done, len(docs))
+            stamp_l: list[str] = []
+
+            def render(j: int, d: dict[str, Any]) -> bytes:
+                if not stamp_l:
+                    stamp_l.extend(np.datetime_as_string(ts_sorted.astype("datetime64[ms]"), unit="ms",
+                                                         timezone="UTC").tolist())
+                d["@timestamp"] = stamp_l[j]
+                d["event"]["id"] = ids[j].decode()
+                return dumps(d, option=opt)
+
+            blob = b"".join([d[0] + ids[j] + d[1] if type(d) is tuple else render(j, d) for j, d in enumerate(docs)])
+            n_done += len(docs)
+            yield kinds, blob, ids, tags
 
     def labels(self) -> list[dict[str, Any]]:
         return [sc.label() for sc in self.scenarios]
@@ -129,24 +180,23 @@ def write_jsonl(config: SimulationConfig, out_path: str | Path, labels_path: str
     if asked, the labels as JSON lines: each :func:`labels` record plus
     ``event_count`` and ``event_ids`` (the ``event.id`` of every injected or
     attack-affected event). Returns counts per stream."""
-    sim = Simulation(config)
+    sim = Simulation(config, wire=True)
     counts = {k: 0 for k in DATASETS}
     tagged: dict[str, list[str]] = {sc.spec.id: [] for sc in sim.scenarios}
-    dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    with open(out_path, "wb", buffering=1 << 20) as fh:
-        for _ts, kinds, docs, tags in sim.slices():
-            fh.write(b"".join([dumps(d, option=opt) for d in docs]))
+    with gc_paused(), open(out_path, "wb", buffering=1 << 20) as fh:
+        for kinds, blob, ids, tags in sim.lines():
+            fh.write(blob)
             for k in DATASETS:
                 counts[k] += kinds.count(k)
             if tags is not None:
-                for d, t in zip(docs, tags):
+                for i, t in zip(ids, tags):
                     if t is not None:
-                        tagged[t].append(d["event"]["id"])
+                        tagged[t].append(i.decode())
     if labels_path is not None:
         with open(labels_path, "wb") as fh:
             for rec in sim.labels():
                 ids = tagged[rec["scenario_id"]]
-                fh.write(orjson.dumps({**rec, "event_count": len(ids), "event_ids": ids}, option=opt))
+                fh.write(orjson.dumps({**rec, "event_count": len(ids), "event_ids": ids}, option=orjson.OPT_APPEND_NEWLINE))
     return {"events": sum(counts.values()), "by_kind": counts, "scenarios": len(sim.scenarios)}
 
 

@@ -30,7 +30,7 @@ from .generate import (
     login_doc,
     transfer_dict,
 )
-from .world import DAY_MS, FP_DIM, HOUR_MS, NEVER, Model, World, haversine_km, injection_prompts
+from .world import DAY_MS, FP_DIM, HOUR_MS, Model, World, haversine_km, injection_prompts
 
 
 @dataclass(frozen=True)
@@ -333,8 +333,9 @@ class Planner:
         z = np.zeros(n, dtype=np.int64)
         emit_chats(acc, rng, w, idx[chat], ts[chat], z[chat], ua=ua, source=src, out_scale=3.0)
         emit_predictions(acc, rng, w, idx[~chat], ts[~chat], z[~chat], self.tt, e + 1, ua=ua, source=src)
-        return Scenario(spec, s, int(max(acc.ts)), [_ent("api", "ueba.api_key.id", k.id)], acc,
-                        {"source_ip": src["ip"], "country": place[1]})
+        return Scenario(spec, s, int(max(acc.ts)), [_ent("api", "ueba.api_key.id", k.id),
+                                                    _ent("telemetry", "ueba.telemetry.caller_api_key", k.id)], acc,
+                        {"source_ip": src["ip"], "country": place[1], "asn": place[6]})
 
     def _impossible_travel(self, rng, spec) -> Scenario:
         w = self.w
@@ -412,9 +413,12 @@ class Planner:
         return Scenario(spec, s, int(max(acc.ts)), [_ent("api", "ueba.api_key.id", k.id)], acc,
                         {"calls": n, "injections": int(mal.sum())})
 
+    def called(self, mi: int) -> bool:
+        return any(mi in k.models.tolist() for k in self.w.keys)
+
     def _model_tampering(self, rng, spec) -> Scenario:
         w = self.w
-        mi = self.pick(rng, len(w.models), self.used_models)
+        mi = self.pick(rng, len(w.models), self.used_models, self.called)
         m = w.models[mi]
         s, _ = self.window(rng, 6 * HOUR_MS)
         # no legitimate deploy may follow, or it would mask the tampering
@@ -431,11 +435,12 @@ class Planner:
 
     def _data_poisoning(self, rng, spec) -> Scenario:
         w = self.w
-        mi = self.pick(rng, len(w.models), self.used_models)
+        mi = self.pick(rng, len(w.models), self.used_models, self.called)
         m = w.models[mi]
         ki = self.pick(rng, len(w.keys), self.used_keys, lambda i: mi in w.keys[i].models.tolist())
         k = w.keys[ki]
-        s, e = self.window(rng, int(1.5 * DAY_MS))
+        # the ramp takes at most half the attack period, so a poisoned plateau follows
+        s, e = self.window(rng, int(min(1.5 * DAY_MS, (self.E - self.A) // 2)))
         m.drift_start_ms, m.drift_end_ms, m.drift_tag = s, e, spec.id
         m.drift_class = int(np.argmin(np.diff(np.concatenate([[0.0], m.class_p]))))
         # the attacker's own calls: rate ramps 10 -> 60 per hour
@@ -513,4 +518,4 @@ def plan_scenarios(world: World, tt: TenantTraffic, ids: Iterable[str]) -> list[
     return Planner(world, tt).plan(ids)
 
 
-__all__ = ["SCENARIOS", "ScenarioSpec", "Scenario", "plan_scenarios", "resolve_scenarios", "NEVER"]
+__all__ = ["SCENARIOS", "ScenarioSpec", "Scenario", "plan_scenarios", "resolve_scenarios"]

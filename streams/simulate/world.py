@@ -276,7 +276,7 @@ def build_world(config: SimulationConfig) -> World:
         team = C.MODEL_TEAMS[i % len(C.MODEL_TEAMS)]
         team = team if team in teams else teams[i % len(teams)]
         major, minor = int(rng.integers(1, 4)), int(rng.integers(0, 10))
-        n_deploys = int(rng.poisson(0.6 * config.duration_s / 604800 * 7 / 7))
+        n_deploys = int(rng.poisson(0.6 * config.duration_s / 604800))  # ~0.6 version rolls per model-week
         # deploys happen on working hours of the owning team, after the first day
         deploys = []
         for _ in range(n_deploys):
@@ -445,7 +445,7 @@ def build_world(config: SimulationConfig) -> World:
             kid = "ak_" + rng.bytes(8).hex()
             pattern = ("business", "constant", "cron")[int(rng.choice(3, p=[0.55, 0.3, 0.15]))]
             # calls per active hour: heavy-tailed across keys
-            rate = float(min(np.exp(rng.normal(math.log(18), 1.0)), 600))
+            rate = float(min(np.exp(rng.normal(math.log(60), 1.0)), 2000))
             k = min(3, len(models))
             ms = rng.choice(len(models), size=k, replace=False)
             mp = rng.dirichlet(np.ones(k) * 0.7)

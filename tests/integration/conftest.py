@@ -129,6 +129,7 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
             "access": f"t{run}.access",
             "api": f"t{run}.api",
             "telemetry": f"t{run}.telemetry",
+            "candidates": f"t{run}.candidates",
             "alerts": f"t{run}.alerts",
             "risk": f"t{run}.risk",
             "deadletter": f"t{run}.deadletter",

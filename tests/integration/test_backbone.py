@@ -33,7 +33,7 @@ def access_event(i: int, resource: str, user: str = "alice") -> bytes:
 
 def test_topics_are_created_with_fixed_partitions_and_mismatch_is_refused(settings: Settings):
     first = ensure_topics(settings)
-    assert set(first.values()) == {"created"} and len(first) == 6
+    assert set(first.values()) == {"created"} and len(first) == 7
     again = ensure_topics(settings)
     assert set(again.values()) == {"exists"}
     md = AdminClient(settings.kafka.confluent_config()).list_topics(timeout=10)

@@ -48,10 +48,12 @@ def _api_call(key: str, ts: float, fp: list[float] | None, body: float) -> dict:
     return ev
 
 
-def api_extraction(seed: int, fingerprints: bool = True) -> Stream:
+def api_extraction(seed: int, fingerprints: bool = True, attack_rate: float = 5.0, sweep: str = "jbda") -> Stream:
     """A client key: ~10 calls/min from three input clusters for ~4 days of
-    working traffic, then a Jacobian-style synthetic sweep (seed points and
-    small sign steps) at 5 calls/s, then normal traffic again."""
+    working traffic, then a synthetic sweep at ``attack_rate`` calls/s, then
+    normal traffic again. ``sweep="jbda"``: Jacobian-style augmentation (seed
+    points and small sign steps, Papernot et al.); ``"grid"``: a systematic
+    walk over a lattice covering the input space."""
     rng = random.Random(seed)
     dim = 32
     centers = _clusters(rng, 3, dim, 3.0)
@@ -71,9 +73,16 @@ def api_extraction(seed: int, fingerprints: bool = True) -> Stream:
     # along random sign directions from points already queried.
     queried = [[m + rng.gauss(0, 1.0) for m in rng.choice(centers)] for _ in range(5)]
     lam = 0.1
+    lo = [min(c[j] for c in centers) - 2 for j in range(dim)]
+    hi = [max(c[j] for c in centers) + 2 for j in range(dim)]
     for i in range(400):
-        t += rng.expovariate(5.0)
-        if i < 5:
+        t += rng.expovariate(attack_rate)
+        if sweep == "grid":
+            # Boustrophedon walk: one coordinate at a time in 8 steps over its range.
+            j, k = divmod(i, 8)
+            fp = [lo[d] + (hi[d] - lo[d]) * (((k if (j % 2 == 0) else 7 - k) / 7) if d == j % dim else 0.5)
+                  for d in range(dim)]  # fmt: skip
+        elif i < 5:
             fp = queried[i]
         else:
             base = queried[rng.randrange(len(queried))]

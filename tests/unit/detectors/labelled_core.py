@@ -91,6 +91,7 @@ def unusual_access(seed: int) -> Stream:
                 rid = rng.choice(_RESOURCES)
             rows.append((T0 + d * D + h * H + rng.uniform(0, 3500), ev(**{"ueba.resource.id": rid}), 0))
     attack_days = [d for d in range(30, 60) if d % 7 not in (5, 6)]
+    travel: set[float] = set()
     for i, d in enumerate(rng.sample(attack_days, 12)):
         t = T0 + d * D + 11 * H + rng.uniform(0, 1800)
         kind = i % 3
@@ -103,11 +104,18 @@ def unusual_access(seed: int) -> Stream:
                                   "source.as.number": 12389, "source.geo.location.lat": 55.75,
                                   "source.geo.location.lon": 37.62}), 1))
             rows.append((t + 1200, ev(**{"ueba.resource.id": _RESOURCES[2]}), 0))
+            travel.add(t)
         else:            # Sunday 03:00 with a new user agent
             sunday = T0 + (d - d % 7 + 6) * D + 3 * H
             rows.append((sunday + rng.uniform(0, 600), ev(**{"ueba.resource.id": rng.choice(_RESOURCES),
                                                             "user_agent.original": "python-requests/2.31"}), 1))
-    return _sorted(rows)
+    xs, ts, ys = _sorted(rows)
+    # The next event after a jump to Moscow is back home: the pair is the
+    # signal (which side is the attacker is the analyst's call), label both.
+    for i, t in enumerate(ts[:-1]):
+        if t in travel:
+            ys[i + 1] = 1
+    return xs, ts, ys
 
 
 def credential_abuse(seed: int) -> Stream:

@@ -13,7 +13,7 @@ from rules import RuleSet
 from rules.compiler import value_pred
 from rules.testing import _ts_of, event_flat
 
-from conftest import FILES, rule_doc, write_rules
+from rules_helpers import FILES, rule_doc, write_rules
 
 TABLE = yaml.safe_load((FILES / "modifier_semantics.yml").read_text(encoding="utf-8"))
 
@@ -96,3 +96,14 @@ def test_modified_wildcards_agree_with_pysigma(mods):
         theirs = re.compile(str(item.value[0].to_regex().regexp), flags).fullmatch
         for v in ["", "ab", "xAbx", "a*b", "zza\\bzz", "qx", "xqxx", "A*B"]:
             assert ours(v, v.lower()) == (theirs(v) is not None), (mods, pat, v)
+
+
+def test_regex_runs_in_linear_time_on_hostile_input(tmp_path):
+    import time
+
+    write_rules(tmp_path / "r.yml", [rule_doc("redos", {"sel": {"f|re": "(a+)+$"}, "condition": "sel"})])
+    rs = RuleSet.load([tmp_path])
+    hostile = {"f": "a" * 60_000 + "!"}
+    t = time.process_time()
+    assert rs.match("api", hostile, 0.0) == []
+    assert time.process_time() - t < 0.5  # Python's backtracking re would take forever here

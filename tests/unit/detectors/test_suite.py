@@ -1,0 +1,156 @@
+"""DetectorSuite: wiring by name, findings, state round trip, config."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any, ClassVar
+
+import pytest
+
+from detectors.base import DETECTORS, Explanation, Finding, Score
+from detectors.defaults import DEFAULT_DETECTORS
+from detectors.peers import PeerBaselines
+from detectors.suite import DetectorSuite, SuiteConfig, build_suite
+
+MONDAY = 1_704_067_200.0
+H, D = 3600.0, 86400.0
+
+
+def test_default_lists_are_resolved_by_name_skipping_unregistered():
+    for kind, names in DEFAULT_DETECTORS.items():
+        suite = build_suite(kind)
+        assert suite.names == tuple(n for n in names if n in DETECTORS)
+    assert build_suite("source").names == ("password_spraying",)
+    assert "api_extraction" in DEFAULT_DETECTORS["api"]
+    assert {"telemetry_drift", "telemetry_change"} <= set(DEFAULT_DETECTORS["telemetry"])
+    with pytest.raises(ValueError):
+        build_suite("dns")
+
+
+def test_config_overrides_names_params_and_thresholds():
+    suite = build_suite("api", {"detectors": {"api": ["api_usage", "not_written_yet"]},
+                                "min_scores": {"api_usage": 90.0}, "params": {"api_usage": {"window": 60.0}}})
+    assert suite.names == ("api_usage",)
+    assert suite.min_scores == (90.0,)
+    assert suite.new_state()[0].params.window == 60.0
+    with pytest.raises(ValueError):
+        build_suite("api", {"min_scor": 1})
+    assert build_suite("access", SuiteConfig(min_score=50.0)).min_scores[0] == 50.0
+
+
+def _access(user: str, nbytes: float, group: str = "ml") -> dict:
+    return {"user.name": user, "ueba.identity.type": "service_account", "ueba.identity.peer_group": group,
+            "event.action": "download", "ueba.resource.id": "s3://d/1", "ueba.transfer.bytes": nbytes,
+            "source.geo.country_iso_code": "US"}
+
+
+def _warm(suite, peers, users=("a", "b", "c"), days=5):
+    states = {u: suite.new_state() for u in users}
+    rng = random.Random(0)
+    for d in range(days):
+        for h in range(9, 18):
+            for u in users:
+                suite.process(states[u], _access(u, 1e7 * rng.lognormvariate(0, 0.2)), MONDAY + d * D + h * H + 1, peers)
+    return states
+
+
+def test_process_returns_attributed_findings_with_peers():
+    suite = build_suite("access")
+    peers = PeerBaselines()
+    states = _warm(suite, peers)
+    t = MONDAY + 5 * D + 10 * H
+    findings = suite.process(states["a"], _access("a", 8e10), t, peers)
+    exf = [f for f in findings if f.detector == "exfiltration"]
+    assert len(exf) == 1
+    f = exf[0]
+    assert isinstance(f, Finding) and f.entity == "a" and f.entity_type == "service_account"
+    assert {"T1530", "T1567", "AML.T0025"} <= set(f.techniques)
+    assert f.score >= 99 and isinstance(f.explanation, Explanation)
+    assert f.explanation.peers["group"] == "ml" and f.extra["peer_group"] == "ml"
+    # a normal event produces nothing
+    assert suite.process(states["b"], _access("b", 1e7), t, peers) == []
+
+
+def test_new_identity_is_judged_against_peers_not_silenced_or_alerted():
+    suite = build_suite("access")
+    peers = PeerBaselines()
+    _warm(suite, peers)
+    t = MONDAY + 5 * D + 10 * H
+    newbie = suite.new_state()
+    assert [f.detector for f in suite.process(newbie, _access("new", 1e7), t, peers)] == []
+    big = suite.process(suite.new_state(), _access("new2", 8e10), t, peers)
+    assert [f.detector for f in big] == ["exfiltration"]
+    assert "peer group" in big[0].explanation.reason
+
+
+def test_dumps_loads_round_trip_and_tolerates_detector_changes():
+    suite = build_suite("access")
+    peers = PeerBaselines()
+    states = _warm(suite, peers, users=("a",))
+    blob = suite.dumps(states["a"])
+    clone = suite.loads(blob)
+    assert suite.dumps(clone) == blob
+    t = MONDAY + 5 * D + 10 * H
+    x = _access("a", 8e10)
+    p1, p2 = PeerBaselines(), PeerBaselines()
+    assert [f.score for f in suite.process(states["a"], x, t, p1)] == [f.score for f in suite.process(clone, x, t, p2)]
+    # a suite with one detector more or less still loads the state
+    smaller = build_suite("access", {"detectors": {"access": ["unusual_access"]}})
+    assert smaller.loads(blob)[0].to_bytes() == suite.loads(blob)[1].to_bytes()
+    bigger = build_suite("access", {"detectors": {"access": ["exfiltration", "unusual_access",
+                                                             "credential_abuse", "password_spraying"]}})
+    assert len(bigger.loads(blob)) == 4
+    with pytest.raises(ValueError):
+        suite.loads(b"junk")
+
+
+def test_state_per_identity_is_small():
+    suite = build_suite("access")
+    states = _warm(suite, PeerBaselines(), users=("a",), days=20)
+    assert len(suite.dumps(states["a"])) <= 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class _P:
+    threshold: float = 5.0
+
+
+class _Plain:
+    """A detector that only has the base protocol (like an external one)."""
+
+    name: ClassVar[str] = "plain_test_only"
+    entity_type: ClassVar[str] = "model"
+    techniques: ClassVar[tuple[str, ...]] = ("AML.T0000",)
+
+    def __init__(self, params: _P | None = None) -> None:
+        self.params = params or _P()
+        self.learned = 0
+
+    def score_one(self, x: dict[str, Any], ts: float) -> Score:
+        v = x.get("v", 0)
+        if v > self.params.threshold:
+            return Score(100.0, v, Explanation("v", v, {}, None, "event", "big v"))
+        return Score(0.0)
+
+    def learn_one(self, x: dict[str, Any], ts: float) -> None:
+        self.learned += 1
+
+    def to_bytes(self) -> bytes:
+        return self.learned.to_bytes(4, "little")
+
+    @classmethod
+    def from_bytes(cls, data: bytes, params: _P | None = None) -> "_Plain":
+        d = cls(params)
+        d.learned = int.from_bytes(data, "little")
+        return d
+
+
+def test_protocol_only_detectors_get_suite_side_protection():
+    suite = DetectorSuite("telemetry", [_Plain], [_P()], [99.0])
+    st = suite.new_state()
+    assert suite.process(st, {"ueba.model.id": "m", "v": 1}, 0.0) == []
+    found = suite.process(st, {"ueba.model.id": "m", "v": 9}, 1.0)
+    assert [(f.detector, f.entity, f.entity_type) for f in found] == [("plain_test_only", "m", "model")]
+    assert st[0].learned == 1  # the anomalous event was not learned
+    assert suite.loads(suite.dumps(st))[0].learned == 1
