@@ -34,7 +34,7 @@ from .base import Explanation, register
 from .baseline import BaselineParams, CoreDetector, pack_parts, unpack_parts
 from .calibration import SENSITIVITY_WEIGHT, novelty_p, pareto_tail
 from .peers import PeerGroup
-from .stats import AgingBloom, EWMeanVar, HourOfWeekProfile, RecentSet, hour_of_week, stable_hash
+from .stats import AgingBloom, EWMeanVar, HourOfWeekProfile, RecentSet, stable_hash
 
 __all__ = ["UnusualAccessParams", "UnusualAccessDetector", "haversine_km"]
 

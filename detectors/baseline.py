@@ -171,6 +171,7 @@ class CoreDetector:
 # ---------------------------------------------------------------------------
 
 _WV_FMT = struct.Struct("<qdqdd")
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
 
 
 class WindowedVolume:
@@ -215,6 +216,35 @@ class WindowedVolume:
     def total_if(self, x: float, ts: float, width: float) -> float:
         """The current window total if ``x`` were added at ``ts`` (pure)."""
         return x if int(ts // width) != self.win else self.cur + x
+
+    def burst_at(self, x: float, ts: float, prm: Any, ref: EWMeanVar | None) -> tuple[float, float, float]:
+        """(score, z, window total) of adding ``x`` at ``ts``; pure.
+
+        The per-event form of :meth:`burst`: an event that opens a new
+        window is judged against the baseline that already includes the
+        window it closes; a late event counts in the current window (as
+        :meth:`add` does).
+        """
+        w = int(ts // prm.window)
+        win = self.win
+        if w > win:
+            total = x
+            if win >= 0:
+                mean, var, n = self._peek_close(prm, ref)
+            else:
+                b = self.base
+                mean, var, n = b.mean, b.var, b.n
+        else:
+            total = self.cur + x
+            b = self.base
+            mean, var, n = b.mean, b.var, b.n
+        if n < prm.warmup:
+            if ref is None:
+                return 0.0, 0.0, total
+            mean, var = ref.mean, ref.var
+        s0 = prm.min_log_std
+        z = (math.log1p(total) - mean) / math.sqrt(var + s0 * s0)
+        return 100.0 - 50.0 * math.erfc(z * _SQRT1_2), z, total
 
     def burst(self, total: float, prm: Any, ref: EWMeanVar | None, ts: float | None = None) -> tuple[float, float]:
         """(score, z) of a window total against the own baseline (if warm) or ``ref``.

@@ -274,7 +274,7 @@ class ApiUsageBatch(_VolumeBatch):
         return WindowedVolume(self.params.half_life, day=False)
 
     def _score(self, X: pd.DataFrame, states: dict) -> np.ndarray:
-        from .calibration import poisson_sf, poisson_sf_array
+        from .calibration import poisson_sf_array
 
         prm = self.params
         order, ent, ts, names = self._prepare(X)

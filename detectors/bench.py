@@ -1,14 +1,15 @@
 """Micro-benchmarks of the detectors: ``python -m detectors.bench``.
 
 Prints, for each detector and each default suite, the per-event learn+score
-cost (microseconds, the streaming path: ``step`` / ``DetectorSuite.process``
+cost (CPU microseconds, best of ``--repeat`` runs, the streaming path: ``step`` / ``DetectorSuite.process``
 with a peer store) and the serialised state per entity (mean / max bytes),
 then the batch path's events per second, then ROC AUC on the labelled
 streams when the test package is present.  Synthetic populations are
 generated here so the benchmark needs nothing but the library.
 
-Options: ``--events N`` per stream (default 20000), ``--batch N`` rows for
-the batch benchmark (default 1000000), ``--no-auc``.
+Options: ``--events N`` per stream (default 10000), ``--repeat N`` (best of
+N timing runs, default 3), ``--batch N`` rows for the batch benchmark
+(default 1000000, 0 to skip), ``--no-auc``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from .peers import PeerBaselines
 from .suite import build_suite
 
 T0 = 1_704_067_200.0
+
+#: CPU time of this process: on a shared machine wall time mostly measures
+#: the neighbours (waiting for a core), CPU time measures our code.
+_clock = time.process_time
 
 
 def access_events(n: int, seed: int = 0, users: int = 300) -> list[tuple[str, dict, float]]:
@@ -119,15 +124,30 @@ def _fmt_row(name: str, us: float, mean_b: float, max_b: int) -> str:
     return f"  {name:<22} {us:>8.2f} us/event   state {mean_b:>7.0f} B mean {max_b:>6d} B max"
 
 
-def bench_detector(name: str, events: list[tuple[str, dict, float]]) -> tuple[float, float, int]:
+def _best_of(fn, repeat: int):
+    # The minimum over repeats: on a shared machine the noise is all upward.
+    runs = [fn() for _ in range(repeat)]
+    return min(runs, key=lambda r: r[0])
+
+
+def bench_detector(name: str, events: list[tuple[str, dict, float]], repeat: int = 3) -> tuple[float, float, int]:
     """Per-event learn+score cost of one detector (the suite's path) and state size."""
+    return _best_of(lambda: _bench_detector(name, events), repeat)
+
+
+def bench_suite(kind: str, events: list[tuple[str, dict, float]], repeat: int = 3) -> tuple[float, float, int, int]:
+    """Per-event cost of ``DetectorSuite.process`` with a peer store, state sizes, findings."""
+    return _best_of(lambda: _bench_suite(kind, events), repeat)
+
+
+def _bench_detector(name: str, events: list[tuple[str, dict, float]]) -> tuple[float, float, int]:
     cls = DETECTORS[name]
     peers = PeerBaselines()
     params = cls.Params() if hasattr(cls, "Params") else None
     states: dict[str, Any] = {}
     step = getattr(cls, "step", None)
     gc.collect()
-    t0 = time.perf_counter()
+    t0 = _clock()
     for ent, ev, ts in events:
         det = states.get(ent)
         if det is None:
@@ -138,25 +158,25 @@ def bench_detector(name: str, events: list[tuple[str, dict, float]]) -> tuple[fl
             s = det.score_one(ev, ts)
             if s.score < 99.0:
                 det.learn_one(ev, ts)
-    dt = time.perf_counter() - t0
+    dt = _clock() - t0
     sizes = [len(d.to_bytes()) for d in states.values()]
     return dt / len(events) * 1e6, sum(sizes) / len(sizes), max(sizes)
 
 
-def bench_suite(kind: str, events: list[tuple[str, dict, float]]) -> tuple[float, float, int, int]:
+def _bench_suite(kind: str, events: list[tuple[str, dict, float]]) -> tuple[float, float, int, int]:
     suite = build_suite(kind)
     peers = PeerBaselines()
     states: dict[str, Any] = {}
     n_find = 0
     process = suite.process
     gc.collect()
-    t0 = time.perf_counter()
+    t0 = _clock()
     for ent, ev, ts in events:
         st = states.get(ent)
         if st is None:
             st = states[ent] = suite.new_state()
         n_find += len(process(st, ev, ts, peers))
-    dt = time.perf_counter() - t0
+    dt = _clock() - t0
     sizes = [len(suite.dumps(s)) for s in states.values()]
     return dt / len(events) * 1e6, sum(sizes) / len(sizes), max(sizes), n_find
 
@@ -182,9 +202,9 @@ def bench_batch(n: int) -> list[tuple[str, float, float, str]]:
                       "event.action": np.where(rng.random(n) < 0.1, "upload", "download"),
                       "ueba.transfer.bytes": rng.lognormal(np.log(2e6), 1.0, n),
                       "ueba.transfer.rows": rng.integers(100, 100_000, n).astype(float)})
-    t0 = time.perf_counter()
+    t0 = _clock()
     ExfiltrationBatch().fit(X)
-    dt = time.perf_counter() - t0
+    dt = _clock() - t0
     out.append(("exfiltration", n / dt, dt, "300 users x 30 d, bytes+rows, burst+drip"))
     ents = rng.integers(0, 50, n)
     ts = np.sort(rng.uniform(T0, T0 + 2 * 86400, n))
@@ -193,9 +213,9 @@ def bench_batch(n: int) -> list[tuple[str, float, float, str]]:
                       "gen_ai.usage.output_tokens": rng.integers(10, 500, n),
                       "http.response.body.bytes": rng.integers(500, 8000, n),
                       "http.response.status_code": np.where(rng.random(n) < 0.01, 500, 200)})
-    t0 = time.perf_counter()
+    t0 = _clock()
     ApiUsageBatch().fit(X)
-    dt = time.perf_counter() - t0
+    dt = _clock() - t0
     out.append(("api_usage", n / dt, dt, "50 keys x 2 d, calls+tokens+bytes+errors"))
     return out
 
@@ -230,21 +250,27 @@ def auc_table() -> list[tuple[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m detectors.bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--events", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=3, help="best of N timing runs")
     ap.add_argument("--batch", type=int, default=1_000_000)
     ap.add_argument("--no-auc", action="store_true")
     args = ap.parse_args(argv)
     load_detectors()
-    print(f"python {sys.version.split()[0]}; {args.events} events per stream\n")
+    import timeit
+
+    ref = min(timeit.repeat("x += 1", "x = 0", number=1_000_000, repeat=3)) * 1e3
+    print(f"python {sys.version.split()[0]}; {args.events} events per stream; CPU time, best of {args.repeat}")
+    print(f"machine speed reference: {ref:.1f} ns per 'x += 1' (an idle modern x86 core: ~10 ns;"
+          " scale the figures below accordingly)\n")
     print("per detector (step = score + protected learn, with a peer store):")
     streams = {k: GENERATORS[k](args.events) for k in GENERATORS}
     for kind, names in DEFAULT_DETECTORS.items():
         for name in names:
             if name in DETECTORS:
-                print(_fmt_row(f"{kind}/{name}", *bench_detector(name, streams[kind])))
+                print(_fmt_row(f"{kind}/{name}", *bench_detector(name, streams[kind], args.repeat)))
     print("\ndefault suites (DetectorSuite.process, per entity state via dumps):")
     for kind in DEFAULT_DETECTORS:
-        us, mean_b, max_b, nf = bench_suite(kind, streams[kind])
+        us, mean_b, max_b, nf = bench_suite(kind, streams[kind], args.repeat)
         print(_fmt_row(f"suite:{kind}", us, mean_b, max_b) + f"   findings {nf}")
     if args.batch:
         print("\nbatch (fit = prequential scoring, same scores as streaming):")

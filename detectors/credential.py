@@ -50,6 +50,31 @@ def is_login(x: dict[str, Any]) -> bool:
     return type(cat) is list and "authentication" in cat
 
 
+def _peer_update(peers: PeerGroup, key: str, v: float, ts: float, half_life: float) -> None:
+    # Group and global: the peer reference of a count per window.
+    for g in (peers, peers.parent):
+        if g is None:
+            continue
+        s = g.stats.get(key)
+        if s is None:
+            s = g.stats[key] = EWMeanVar(half_life)
+        s.update(v, ts)
+
+
+def _peer_dict(peers: PeerGroup | None, key: str, observed: float, scale: float = 1.0) -> dict[str, Any] | None:
+    """The peers' count per window (``scale`` windows) and where ``observed`` sits."""
+    if peers is None:
+        return None
+    ref, level = peers.lookup(key, 1)
+    if ref is None:
+        return {"group": peers.name}
+    center = scale * ref.mean
+    sd = scale * ref.std
+    return {"group": level, "center": round(center, 3), "spread": round(sd, 3), "n": ref.n,
+            "ratio": round(observed / center, 2) if center > 0 else None,
+            "z": round((observed - center) / sd, 2) if sd > 0 else None}
+
+
 def _blend(prior: float, prior_w: float, stat: EWMeanVar) -> float:
     """Rate estimate shrunk toward ``prior`` (worth ``prior_w`` windows)."""
     return (prior * prior_w + stat.mean * stat.weight) / (prior_w + stat.weight)
@@ -202,8 +227,11 @@ class CredentialAbuseDetector(CoreDetector):
             if fw > self.fwin:
                 if self.fwin >= 0:
                     k = self.fcount
-                    self.fbase.update(k, (self.fwin + 1) * prm.fail_window,
-                                      prm.protect_weight if k and poisson_sf(k, _blend(prm.fail_prior, prm.prior_weight, self.fbase)) < 0.01 else 1.0)
+                    t_end = (self.fwin + 1) * prm.fail_window
+                    clean = not k or poisson_sf(k, _blend(prm.fail_prior, prm.prior_weight, self.fbase)) >= 0.01
+                    self.fbase.update(k, t_end, 1.0 if clean else prm.protect_weight)
+                    if clean and peers is not None:
+                        _peer_update(peers, "credential_abuse.failures", k, t_end, prm.half_life)
                 self.fprev = self.fcount if fw == self.fwin + 1 else 0.0
                 self.fwin = fw
                 self.fcount = 0.0
@@ -236,6 +264,7 @@ class CredentialAbuseDetector(CoreDetector):
         pd = {"group": peers.name} if peers is not None else None
         if sig in (1, 2):
             lam = 2.0 * _blend(prm.fail_prior, prm.prior_weight, self.fbase)
+            pd = _peer_dict(peers, "credential_abuse.failures", raw, 2.0)
             base = {"center": round(lam, 3), "n": self.fbase.n}
             win = f"{2 * prm.fail_window / 60:g}m"
             if sig == 1:
@@ -365,6 +394,8 @@ class PasswordSprayingDetector(CoreDetector):
                 lam = _blend(prm.prior, prm.prior_weight, self.base)
                 wt = prm.protect_weight if extra and poisson_sf(round(extra), lam) < 0.01 else 1.0
                 self.base.update(extra, (self.win + 1) * prm.window, wt)
+                if wt == 1.0 and peers is not None:
+                    _peer_update(peers, "password_spraying.extra", extra, (self.win + 1) * prm.window, prm.half_life)
             self.win = w
             self.users.clear()
             self.fails = 0.0
@@ -382,7 +413,8 @@ class PasswordSprayingDetector(CoreDetector):
             reason = f"Successful login from a source that failed for about {n:.0f} distinct identities within {win}."
         else:
             reason = f"Failed logins for about {n:.0f} distinct identities from this source within {win}; usually {1 + lam:.1f}."
-        return Explanation("user.name", n, base, None, win, reason)
+        pd = _peer_dict(peers, "password_spraying.extra", n - 1.0)
+        return Explanation("user.name", n, base, pd, win, reason)
 
     def _pack(self) -> bytes:
         return _PS_HEAD.pack(self.win, self.fails, 0) + self.users.to_bytes() + self.base.to_bytes()

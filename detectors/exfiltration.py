@@ -112,11 +112,10 @@ class ExfiltrationDetector(CoreDetector):
             if vol is None:
                 # Cold start: nothing of our own yet, the peers may still judge.
                 vol = _EMPTY
-            total = vol.total_if(v, ts, prm.window)
             ref = None
             if peers is not None and vol.base.n < prm.warmup:
                 ref = peers.lookup(_KEYS[i], prm.peer_min_n)[0]
-            s, z = vol.burst(total, prm, ref, ts)
+            s, z, total = vol.burst_at(v, ts, prm, ref)
             if s > best:
                 best, raw, info = s, z, (i, 0, total, ref is not None)
             # The drip test needs drip_warmup closed days (or one about to close).

@@ -350,7 +350,6 @@ class ExtractionDetector:
 
     def __init__(self, params: ExtractionParams | None = None) -> None:
         self.params = params if params is not None else ExtractionParams()
-        p = self.params
         self.n = 0
         self.win = -1
         self.cur = [0.0, 0.0, 0.0]
@@ -784,9 +783,9 @@ if __name__ == "__main__":  # pragma: no cover - benchmark figures for the repor
                 "ueba.input.fingerprint": fp.tolist(),
             }
         )
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i, x in enumerate(xs):
         det.score_one(x, 6.0 * i)
         det.learn_one(x, 6.0 * i)
-    dt = (time.perf_counter() - t0) / len(xs) * 1e6
+    dt = (time.process_time() - t0) / len(xs) * 1e6
     print(f"{ExtractionDetector.name}: {dt:.0f} µs per learn+score, state {len(det.to_bytes())} bytes")

@@ -21,7 +21,6 @@ True
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -151,11 +150,10 @@ class ApiUsageDetector(CoreDetector):
             if v is None:
                 continue
             vol = vols[i] or _EMPTY
-            total = vol.total_if(v, ts, width)
             ref = None
             if peers is not None and vol.base.n < prm.warmup:
                 ref = peers.lookup(_KEYS[i], prm.peer_min_n)[0]
-            s, z = vol.burst(total, prm, ref, ts)
+            s, z, total = vol.burst_at(v, ts, prm, ref)
             if s > best:
                 best, raw, ctx = s, z, (i, total, ref is not None, tok, rb, err)
         if err:

@@ -11,10 +11,15 @@ Engine API (called by the runtime and the CLI)
     ``(ruleset_of_the_rules_that_loaded, issues)``.
 ``ruleset.match(event_kind: str, flat: dict, ts: float) -> list[RuleHit]``
     Detection rules matching one event (``Event.kind``, ``Event.flat``,
-    ``Event.ts``). Rules are partitioned by stream (logsource service) and
-    indexed by a required field or required exact value, so an event only
-    tries the rules that can match it.
+    ``Event.ts``). Never raises on event content. Rules are partitioned by
+    stream (logsource service) and indexed by what they require: an exact
+    value of one field or of a pair of fields (``event.action`` +
+    ``ueba.resource.type``), a literal the field must contain (found for all
+    rules at once with Aho-Corasick when ``pyahocorasick`` is installed), or a
+    field that must be present; an event only tries the rules its fields can
+    satisfy (about 6 of 500 in ``python -m rules.bench``).
 ``CorrelationEngine(ruleset, *, max_groups=100_000, max_events=10_000)``
+    (semantics, windows and bounds: :mod:`rules.correlation`)
     ``.process(kind, flat, ts, hits) -> list[RuleHit]`` with the hits of
     ``match`` for the same event; ``.advance(watermark_ts) -> list[RuleHit]``
     closes windows of ``lt``/``lte``/``eq``/``neq`` conditions;
@@ -25,8 +30,10 @@ Engine API (called by the runtime and the CLI)
     ``tags``, ``falsepositives``, ``rule_type`` (``detection``, a correlation
     type or ``unannounced_value``), ``ts``, ``event_kind``, ``matched``
     (:class:`MatchedField`: selection, key, field, event value, rule
-    patterns), ``group_by``/``group_key`` (correlations), ``alert`` (False for
-    rules that only feed correlations: Sigma ``generate: false``), ``extra``;
+    patterns; empty on non-alert hits), ``group_by``/``group_key``
+    (correlations), ``alert`` (False for rules that only feed correlations,
+    Sigma ``generate: false``, and for the candidate hits of stateful rules:
+    alert on ``alert`` hits, pass all hits to ``process``), ``extra``;
     ``.techniques`` -> ``[(framework, id, tactic)]``, ``.technique_ids``,
     ``.to_dict()``.
 ``techniques(tags) -> list[tuple[str, str, str | None]]``
@@ -74,11 +81,13 @@ Matching semantics
   value of the event.
 * ``|re`` searches (unanchored), case-sensitive unless ``|i``; ``|m``, ``|s``;
   RE2 syntax and engine (linear time, no catastrophic backtracking on
-  attacker-controlled prompts; ``\\b``, ``\\w``, ``\\d`` are ASCII).
+  attacker-controlled prompts; ``\\b``, ``\\w``, ``\\d`` are ASCII). Patterns
+  RE2 cannot run (lookaround, backreferences) are rejected at load.
 * ``|cidr`` (IPv4 and IPv6), ``|base64``, ``|base64offset``, ``|utf16le``,
   ``|utf16be``, ``|utf16``, ``|wide``, ``|windash``, ``|gt`` ``|gte`` ``|lt``
   ``|lte`` (numeric only), ``|fieldref`` (case-insensitive equality with
-  another field; with ``contains``/``startswith``/``endswith``), ``|neq``,
+  another field; with ``contains``/``startswith``/``endswith``), ``|neq``
+  (pySigma's NOT: also true when the field is missing),
   ``|exists``, ``|cased`` follow pySigma, whose modifier classes do the value
   transformation.
 * Unsupported, rejected at load with ``unsupported: ...``: ``|expand``

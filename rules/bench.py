@@ -11,6 +11,7 @@ telemetry events. Deterministic (seeded).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"events: {len(events)} (api 45% with ~300-char prompts, access 40%, telemetry 15%)")
     print(f"rules tried per event: mean {statistics.mean(cand):.1f}, max {max(cand)} "
           f"(of {len(rs.detections)}; the rest skipped by stream and field/value index)")
+    print(f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(CPU time per event still grows when other processes share the cores)")
     for label, corr in (("match", False), ("match + correlations", True)):
         runs = [_run(rs, events, corr) for _ in range(args.repeat)]
         best = min(r[0] for r in runs)

@@ -445,6 +445,53 @@ def _field_matcher(fld: str, test: Callable[[Any, Any], bool]) -> Matcher:
     return fn
 
 
+def parse_ip(text: str) -> tuple[int, int] | None:
+    """(4 or 6, address as int), or None when ``text`` is not an IP address."""
+    t = text.strip()
+    try:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, t), "big")
+    except (OSError, ValueError):
+        pass
+    try:
+        return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, t), "big")
+    except (OSError, ValueError):
+        return None
+
+
+def _fast_cidr_matcher(fld: str, values: list[Any], generic: Matcher) -> Matcher:
+    """All values CIDR ranges: parse the address once per event (cached in
+    ``lc``) and test integer ranges."""
+    if fld in DERIVED_FIELDS or not values or not all(isinstance(v, SigmaCIDRExpression) for v in values):
+        return generic
+    ranges: dict[int, tuple[tuple[int, int], ...]] = {
+        ver: tuple(
+            (int(v.network.network_address), int(v.network.broadcast_address))
+            for v in values
+            if v.network.version == ver
+        )
+        for ver in (4, 6)
+    }
+    key = "\x01ip:" + fld
+    get = dict.get
+
+    def fn(flat: dict, lc: dict) -> bool:
+        v = get(flat, fld)
+        if type(v) is str:
+            parsed = get(lc, key, False)
+            if parsed is False:
+                parsed = lc[key] = parse_ip(v)
+            if parsed is None:
+                return False
+            x = parsed[1]
+            for lo, hi in ranges[parsed[0]]:
+                if lo <= x <= hi:
+                    return True
+            return False
+        return v is not None and generic(flat, lc)
+
+    return fn
+
+
 def _fast_compare_matcher(fld: str, values: list[Any], generic: Matcher) -> Matcher:
     """Inline closure for one numeric comparison on an int/float field value."""
     if fld in DERIVED_FIELDS or len(values) != 1 or not isinstance(values[0], SigmaCompareExpression):
@@ -683,6 +730,7 @@ def compile_item(item: SigmaDetectionItem, key: str) -> CompiledItem:
         if not all_of or len(values) == 1:
             fn = _fast_string_matcher(fld, values, fn)
             fn = _fast_compare_matcher(fld, values, fn)
+            fn = _fast_cidr_matcher(fld, values, fn)
         if fld not in DERIVED_FIELDS:
             required = frozenset((fld,))
             if not all_of or len(values) == 1:

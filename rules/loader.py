@@ -123,6 +123,8 @@ def expand_paths(paths: list[Path | str]) -> tuple[list[Path], list[Path], list[
     rules: list[Path] = []
     tests: list[Path] = []
     issues: list[RuleIssue] = []
+    if isinstance(paths, (str, Path)):  # a lone path, not a list of them
+        paths = [paths]
     for p in map(Path, paths):
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(RULE_SUFFIXES))

@@ -7,7 +7,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sigma.conditions import SigmaCondition
 from sigma.correlations import SigmaCorrelationRule
@@ -54,6 +54,9 @@ from .compiler import (
 from .errors import RuleIssue, RuleLoadError
 from .loader import LineDict, LineList, expand_paths, line_at, read_yaml_documents, schema_issues
 from .tags import Technique, tag_problem, techniques
+
+if TYPE_CHECKING:
+    from .testing import RuleTestCase
 
 STREAM_KINDS: tuple[str, ...] = ("access", "api", "telemetry")
 PRODUCT = "ai-ueba"
@@ -115,6 +118,8 @@ class RuleHit:
     ``alert``: False for rules that only feed correlations (Sigma
     ``generate: false``) or stateful checks; the runtime alerts on hits with
     ``alert`` True and passes every hit to :meth:`CorrelationEngine.process`.
+    ``matched``: the evidence (selection, field, value); left empty on
+    non-alert hits, which are only correlation input (keeps the hot path fast).
     ``group_key``: the group-by values of a correlation hit (else None).
     ``extra``: correlation details (count, distinct values, window, rules seen).
     """
@@ -272,7 +277,7 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
 
 def _literal_finder(literals: list[str]):
     """fn(text) -> iterable of the literals that occur in text (overlaps included)."""
-    if _ahocorasick is not None:
+    if _ahocorasick is not None and len(literals) > 8:  # below that, `in` is as fast
         auto = _ahocorasick.Automaton()
         for lit in literals:
             auto.add_word(lit, lit)
@@ -473,7 +478,7 @@ class RuleSet:
 
     # -- tests --
 
-    def rule_tests(self):  # -> Iterator[RuleTestCase]
+    def rule_tests(self) -> "Iterator[RuleTestCase]":
         """Embedded test cases (``x_tests`` and sibling ``*.tests.yml``), see :mod:`rules.testing`."""
         from .testing import iter_rule_tests
 

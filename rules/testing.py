@@ -64,7 +64,8 @@ class RuleTestFailure:
 
 @dataclass(slots=True)
 class RuleTestReport:
-    """Outcome of :func:`run_rule_tests`. ``ok`` when nothing failed and every rule has tests."""
+    """Outcome of :func:`run_rule_tests`. ``ok`` when no case failed; rules without
+    any test are listed in ``untested`` (the CLI may treat that as a failure)."""
 
     passed: int = 0
     failures: list[RuleTestFailure] = field(default_factory=list)

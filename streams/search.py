@@ -306,8 +306,12 @@ class BulkFailure:
 class BulkResult:
     created: int = 0
     existed: int = 0
+    updated: int = 0
+    missing: list[str] = field(default_factory=list)  # update targets not found (404)
     failures: list[BulkFailure] = field(default_factory=list)
     retries: int = 0
+    #: doc id -> concrete index that holds it (a data stream's backing index)
+    locations: dict[str, str] = field(default_factory=dict)
 
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -335,7 +339,12 @@ class BulkWriter:
         return _body(self.client.bulk(body=ops, refresh=False))
 
     def write(self, docs: Iterable[tuple[str, str, dict[str, Any], str]]) -> BulkResult:
-        """Write ``(index, doc_id, source, op)`` tuples; ``op`` is ``create`` or ``index``."""
+        """Write ``(index, doc_id, source, op)`` tuples.
+
+        ``op`` is ``create`` (409 = already there, counted in ``existed``),
+        ``index`` (overwrite; not allowed on data streams) or ``update`` (``source``
+        is the partial document; 404 is reported in ``missing``).
+        """
         pending = list(docs)
         result = BulkResult()
         deadline = time.monotonic() + self.max_wait
@@ -344,7 +353,7 @@ class BulkWriter:
             ops: list[dict[str, Any]] = []
             for index, doc_id, source, op in pending:
                 ops.append({op: {"_index": index, "_id": doc_id}})
-                ops.append(source)
+                ops.append({"doc": source} if op == "update" else source)
             try:
                 resp = self._bulk(ops)
             except Exception as exc:  # connection refused, timeouts, 5xx on the whole request
@@ -360,10 +369,17 @@ class BulkWriter:
             for item, doc in zip(resp.get("items", []), pending):
                 (op_name, r), = item.items()
                 status = int(r.get("status", 0))
+                if r.get("_index"):
+                    result.locations[doc[1]] = r["_index"]
                 if 200 <= status < 300:
-                    result.created += 1
+                    if op_name == "update":
+                        result.updated += 1
+                    else:
+                        result.created += 1
                 elif status == 409 and op_name == "create":
                     result.existed += 1
+                elif status == 404 and op_name == "update":
+                    result.missing.append(doc[1])
                 elif status in _RETRY_STATUS:
                     retry.append(doc)
                 else:
@@ -382,6 +398,22 @@ class BulkWriter:
     def _sleep(self, attempt: int) -> None:
         delay = min(self.max_delay, self.base_delay * (2 ** min(attempt, 10)))
         time.sleep(delay * (0.5 + random.random() / 2))
+
+
+def search(client: Any, engine: str, index: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One search call for both clients (the 8.x Elasticsearch client takes keyword arguments)."""
+    if engine == "elasticsearch":
+        return _body(client.search(index=index, **body))
+    return _body(client.search(index=index, body=body))
+
+
+def locate(client: Any, engine: str, index_pattern: str, ids: list[str]) -> dict[str, str]:
+    """Concrete (backing) index of each document id found under ``index_pattern``."""
+    if not ids:
+        return {}
+    client.indices.refresh(index=index_pattern)
+    resp = search(client, engine, index_pattern, {"query": {"ids": {"values": ids}}, "size": len(ids), "_source": False})
+    return {h["_id"]: h["_index"] for h in resp.get("hits", {}).get("hits", [])}
 
 
 def _transient(exc: Exception) -> bool:

@@ -1,4 +1,4 @@
-"""Alerts topic -> search engine, exactly once by id.
+"""Alerts and risk topics -> search engine, exactly once by id.
 
 The sink reads the alerts topic with its own consumer group and commits a
 batch's offsets only after the engine acknowledged every document of it
@@ -25,7 +25,8 @@ from .alerts import Alert
 from .errors import UebaError
 from .kafka import DeadLetter, producer
 from .metrics import METRICS
-from .search import BulkWriter, SearchError, alert_stream, make_client
+from .risk import RiskChange
+from .search import BulkWriter, SearchError, alert_stream, locate, make_client, risk_index, risk_stream
 from .settings import Settings
 
 log = logging.getLogger("ueba.sink")
@@ -36,6 +37,7 @@ class SinkStats:
     consumed: int = 0
     created: int = 0
     existed: int = 0
+    updated: int = 0
     deadlettered: int = 0
     batches: int = 0
 
@@ -74,13 +76,15 @@ class AlertSink:
         self.clock = clock
         self.stats = SinkStats()
         self._stop = threading.Event()
+        #: alert id -> backing index, for suppression count updates (bounded)
+        self._where: dict[str, str] = {}
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self, *, max_idle: float | None = None) -> SinkStats:
         """Run until :meth:`stop` (or ``max_idle`` seconds without messages)."""
-        self.consumer.subscribe([self.settings.topics.alerts])
+        self.consumer.subscribe([self.settings.topics.alerts, self.settings.topics.risk])
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -106,45 +110,100 @@ class AlertSink:
         return True
 
     def _handle(self, msgs: list[Message]) -> None:
-        index = alert_stream(self.namespace)
-        docs = []
+        """Write one batch; commit its offsets only once every document is acknowledged."""
+        ns = self.namespace
+        alerts_index, risk_stream_name, risk_idx = alert_stream(ns), risk_stream(ns), risk_index(ns)
+        creates: list[tuple[str, str, dict[str, Any], str, Message]] = []
+        updates: dict[str, tuple[Alert, Message]] = {}
         now = self.clock()
         for m in msgs:
             try:
+                if m.topic() == self.settings.topics.risk:
+                    rc = RiskChange.from_json(m.value())
+                    creates.append((risk_stream_name, rc.id, rc.to_ecs(ns), "create", m))
+                    creates.append((risk_idx, f"{rc.entity_type}:{rc.entity}", _entity_doc(rc), "index", m))
+                    continue
                 alert = Alert.from_json(m.value())
-                doc = alert.to_ecs(self.namespace, ingested=now)
+                if alert.count > 1:
+                    # A suppressed repeat: the count of the first alert (same id) goes up.
+                    prev = updates.get(alert.id)
+                    if prev is None or prev[0].count < alert.count:
+                        updates[alert.id] = (alert, m)
+                    continue
+                creates.append((alerts_index, alert.id, alert.to_ecs(ns, ingested=now), "create", m))
             except Exception as exc:
-                self._dead_letter(m, "bad_alert", f"{type(exc).__name__}: {exc}")
-                continue
-            docs.append((index, alert.id, doc, "create", m))
+                self._dead_letter(m, "bad_record", f"{type(exc).__name__}: {exc}")
+        res = self._write([(i, d, src, op) for i, d, src, op, _ in creates])
+        if res is None:
+            return
+        self._record(res, {d[1]: d[4] for d in creates})
+        if updates:
+            for doc_id, index in res.locations.items():
+                if doc_id in updates:
+                    self._where[doc_id] = index
+            unknown = [i for i in updates if i not in self._where]
+            self._where.update(locate(self.client, self.settings.search.engine, alerts_index, unknown))
+            ops = []
+            for doc_id, (alert, m) in updates.items():
+                where = self._where.get(doc_id)
+                if where is None:
+                    # Its first occurrence is not indexed (it was lost or deleted):
+                    # index this version, which carries the count, as the alert.
+                    ops.append((alerts_index, doc_id, alert.to_ecs(ns, ingested=now), "create"))
+                else:
+                    ops.append((where, doc_id, _count_patch(alert), "update"))
+            ures = self._write(ops)
+            if ures is None:
+                return
+            self.stats.updated += ures.updated
+            self._record(ures, {d: m for d, (_, m) in updates.items()})
+            while len(self._where) > 100_000:
+                self._where.pop(next(iter(self._where)))
+        self.producer.flush(30)
+        self.stats.consumed += len(msgs)
+        self.stats.batches += 1
+        self.consumer.commit(offsets=_next_offsets(msgs), asynchronous=False)
+
+    def _write(self, ops: list[tuple[str, str, dict[str, Any], str]]):
         while True:
             try:
-                res = self.writer.write([(i, d, s, op) for i, d, s, op, _ in docs])
-                break
+                return self.writer.write(ops)
             except SearchError as exc:
                 # Nothing is committed: keep retrying the same batch. Offsets only
                 # move forward after the engine acknowledged every document.
                 log.error("engine unavailable, holding offsets: %s", exc)
                 METRICS.sink_retries.inc()
                 if self._stop.is_set():
-                    return
+                    return None
+
+    def _record(self, res: Any, by_id: dict[str, Message]) -> None:
         self.stats.created += res.created
         self.stats.existed += res.existed
-        METRICS.indexed.labels(index=index).inc(res.created + res.existed)
-        if res.failures:
-            by_id = {d[1]: d[4] for d in docs}
-            for f in res.failures:
-                self._dead_letter(by_id[f.doc_id], "index_rejected", f"{f.status} {f.reason}")
-        self.producer.flush(30)
-        self.stats.consumed += len(msgs)
-        self.stats.batches += 1
-        self.consumer.commit(offsets=_next_offsets(msgs), asynchronous=False)
+        METRICS.indexed.labels(index="all").inc(res.created + res.existed + res.updated)
+        for f in res.failures:
+            self._dead_letter(by_id[f.doc_id], "index_rejected", f"{f.index}: {f.status} {f.reason}")
 
     def _dead_letter(self, m: Message, reason: str, detail: str) -> None:
         dl = DeadLetter(m.value(), m.key(), reason, detail, m.topic(), m.partition(), m.offset(), stage="sink")
         self.producer.produce(self.settings.topics.deadletter, value=m.value(), key=m.key(), headers=dl.headers())
         self.stats.deadlettered += 1
         METRICS.deadletters.labels(stream=m.topic(), reason=reason).inc()
+
+
+def _count_patch(alert: Alert) -> dict[str, Any]:
+    doc = alert.to_ecs()
+    return {"ueba": {"alert": {k: doc["ueba"]["alert"][k] for k in ("count", "first_seen", "last_seen") if k in doc["ueba"]["alert"]}}}
+
+
+def _entity_doc(rc: RiskChange) -> dict[str, Any]:
+    """The latest-risk document of an entity (one per entity, overwritten)."""
+    doc = rc.to_ecs()
+    doc.pop("data_stream", None)
+    doc["event"]["kind"] = "state"
+    doc["event"]["dataset"] = "ueba.entity_risk"
+    doc["event"].pop("id", None)
+    doc["message"] = f"{rc.entity_type} {rc.entity}: risk {rc.level} ({rc.score:.0f}/100)"
+    return doc
 
 
 def _next_offsets(msgs: list[Message]) -> list[TopicPartition]:

@@ -108,7 +108,7 @@ class SimulationConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "SimulationConfig":
-        """Named sizes: ``week`` (the default, ~2M events), ``eval`` (~150k events
+        """Named sizes: ``week`` (the default, ~1.6M events), ``eval`` (~145k events
         over 3 days, the small evaluation set) and ``tiny`` (unit tests)."""
         try:
             base = _PRESETS[name]

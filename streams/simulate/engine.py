@@ -138,7 +138,11 @@ class Simulation:
                 d["event"]["id"] = ids[j].decode()
                 return dumps(d, option=opt)
 
-            blob = b"".join([d[0] + ids[j] + d[1] if type(d) is tuple else render(j, d) for j, d in enumerate(docs)])
+            parts: list[bytes] = []
+            add = parts.extend
+            for j, d in enumerate(docs):
+                add((d[0], ids[j], d[1]) if type(d) is tuple else (render(j, d),))
+            blob = b"".join(parts)
             n_done += len(docs)
             yield kinds, blob, ids, tags
 

@@ -103,7 +103,8 @@ def test_alert_travels_worker_to_alerts_topic_to_opensearch(settings: Settings, 
     alert_id = orjson.loads(msgs[0].value())["id"]
     sink = AlertSink(settings, batch_wait=0.2)
     stats = sink.run(max_idle=3)
-    assert stats.created == 1 and stats.deadlettered == 0
+    # the alert, plus its risk change (data stream) and the entity's latest risk
+    assert stats.created == 3 and stats.deadlettered == 0
     index = alert_stream(settings.search.namespace)
     client.indices.refresh(index=index)
     hits = client.search(index=index, body={"query": {"ids": {"values": [alert_id]}}})["hits"]["hits"]
@@ -113,11 +114,14 @@ def test_alert_travels_worker_to_alerts_topic_to_opensearch(settings: Settings, 
     assert doc["ueba"]["alert"]["explanation"]["observed"] == "s3://finance/payroll.parquet"
     assert validate(doc) == []
     # Kibana's logs-* data view and a plain event.kind query find it
-    found = client.search(index="logs-*", body={"query": {"bool": {"filter": [{"term": {"event.kind": "alert"}}, {"term": {"event.id": alert_id}}]}}})
+    # (ids are deterministic, so earlier runs' namespaces hold the same id: filter on ours)
+    q = [{"term": {"event.kind": "alert"}}, {"term": {"event.id": alert_id}}, {"term": {"data_stream.namespace": settings.search.namespace}}]
+    found = client.search(index="logs-*", body={"query": {"bool": {"filter": q}}})
     assert found["hits"]["total"]["value"] == 1
     # a second sink run from a new group re-reads the topic: ids dedupe, nothing doubles
     again = AlertSink(settings, group_id=f"{settings.worker.app_id}-sink-2").run(max_idle=3)
-    assert again.created == 0 and again.existed == 1
+    # alert and risk change already there by id; the latest-risk doc is overwritten in place
+    assert again.existed == 2 and again.created == 1
     client.indices.refresh(index=index)
     assert client.count(index=index)["count"] == 1
 
@@ -146,3 +150,35 @@ def test_elasticsearch_client_path_against_the_api_emulator(settings: Settings, 
     assert client.count(index=index)["count"] == 1
     hits = client.search(index=index, query={"ids": {"values": ["emu-1"]}})["hits"]["hits"]
     assert [h["_source"]["threat"]["technique"]["id"] for h in hits] == [["T1078"]]
+
+
+def test_suppressed_repeats_update_one_alert_and_risk_lands_in_the_engine(settings: Settings, opensearch_url: str, tmp_path):
+    ensure_topics(settings)
+    client = make_client(settings.search)
+    install_templates(client, "opensearch")
+    # after warm-up, carol touches three new resources within the suppression window
+    events = [(b"carol", access_event(i, "s3://usual", "carol")) for i in range(21)]
+    events += [(b"carol", access_event(40 + i, f"s3://new/{i}", "carol")) for i in range(3)]
+    produce(settings, settings.topics.access, events)
+    with worker(settings, tmp_path):
+        alerts = consume(settings, settings.topics.alerts, 3, timeout=90)
+        risk = consume(settings, settings.topics.risk, 1, timeout=30)
+    bodies = [orjson.loads(m.value()) for m in alerts]
+    assert [b["count"] for b in bodies] == [1, 2, 3]
+    assert len({b["id"] for b in bodies}) == 1  # one alert, counted
+    assert risk, "a level change was emitted"
+    stats = AlertSink(settings).run(max_idle=3)
+    assert stats.created >= 1 + 2 * len(risk) and stats.updated == 1 and stats.deadlettered == 0
+    index = alert_stream(settings.search.namespace)
+    client.indices.refresh(index=index)
+    hits = client.search(index=index, body={"query": {"term": {"user.name": "carol"}}})["hits"]["hits"]
+    assert len(hits) == 1
+    a = hits[0]["_source"]["ueba"]["alert"]
+    assert a["count"] == 3 and a["first_seen"] < a["last_seen"]
+    # the risk change and the entity's latest risk
+    client.indices.refresh(index=f"logs-ueba.risk-{settings.search.namespace}")
+    rc = client.search(index=f"logs-ueba.risk-{settings.search.namespace}", body={"query": {"match_all": {}}})["hits"]["hits"]
+    assert rc and rc[0]["_source"]["ueba"]["risk"]["entity"]["id"] == "carol"
+    assert validate(rc[0]["_source"]) == []
+    ent = client.get(index=f"ueba-entity-risk-{settings.search.namespace}", id="user:carol")["_source"]
+    assert ent["ueba"]["risk"]["level"] in ("moderate", "high", "critical") and ent["event"]["kind"] == "state"

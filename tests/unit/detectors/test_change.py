@@ -6,9 +6,17 @@ import math
 import random
 
 import numpy as np
+import pytest
 
 from detectors.base import DETECTORS
-from detectors.change import BernoulliCusum, Cusum, PageHinkley, TelemetryChangeDetector, TelemetryChangeParams
+from detectors.change import (
+    Adwin,
+    BernoulliCusum,
+    Cusum,
+    PageHinkley,
+    TelemetryChangeDetector,
+    TelemetryChangeParams,
+)
 
 
 def test_cusum_tail_is_calibrated_under_no_change():
@@ -50,6 +58,20 @@ def test_cusum_cap_bounds_recovery():
     assert steps <= 62  # 30 / 0.5 per neutral observation
 
 
+def test_building_blocks_round_trip_as_tuples():
+    import dataclasses
+
+    rng = random.Random(9)
+    c, ph = Cusum(), PageHinkley()
+    for _ in range(300):
+        z = rng.gauss(0.3, 1)
+        c.update(z)
+        ph.update(z)
+    c2, ph2 = Cusum(*dataclasses.astuple(c)), PageHinkley(*dataclasses.astuple(ph))
+    c.update(1.5), c2.update(1.5), ph.update(1.5), ph2.update(1.5)
+    assert (c2.hi, c2.lo) == (c.hi, c.lo) and ph2.statistic == ph.statistic > 0
+
+
 def test_bernoulli_cusum_llr():
     b = BernoulliCusum(ratio=4.0, delta=0.02)
     p0 = 0.01
@@ -70,6 +92,24 @@ def test_page_hinkley_detects_step_not_noise():
     assert ph.drift_detected
     ph.reset()
     assert ph.statistic == 0.0
+
+
+def test_adwin_quiet_on_noise_detects_shift_and_stays_bounded():
+    rng = np.random.default_rng(3)
+    ad = Adwin(max_width=2000)
+    false = sum(ad.update(float(x)) for x in rng.normal(0.0, 1.0, 5000))
+    assert false == 0
+    assert 1500 < ad.width <= 2000 and sum(len(level) for level in ad.levels) <= 6 * 12
+    assert abs(ad.mean) < 0.1
+    hits = [i for i, x in enumerate(rng.normal(1.0, 1.0, 600)) if ad.update(float(x))]
+    assert hits and hits[0] < 200
+    assert 0.8 < ad.mean < 1.2 and ad.width < 700
+    # the incremental variance matches the window's (it is what the cut bound uses)
+    ad2 = Adwin(clock=10**9)
+    xs = rng.normal(5.0, 2.0, 777)
+    for x in xs:
+        ad2.update(float(x))
+    assert ad2.variance / ad2.width == pytest.approx(np.var(xs), rel=1e-9)
 
 
 def _event(rng, lat_ms=80.0, err_p=0.01, conf=0.9):

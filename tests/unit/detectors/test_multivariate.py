@@ -109,13 +109,17 @@ def test_batch_and_streaming_agree(train_df, test_df, model):
     streamed = [det.score_one(r).raw for r in test_df[list(FEATURES)].to_dict("records")]
     assert np.allclose(batch, streamed)
     assert det.decision_function(test_df.iloc[[5]])[0] == pytest.approx(batch[5])  # row-independent
+    before = det.to_bytes()
+    det.score_one(test_df[list(FEATURES)].iloc[0].to_dict())
+    assert det.to_bytes() == before  # scoring leaves the fitted state as it was
 
 
 def test_calibration_is_the_empirical_training_tail(fitted, train_df):
     n = fitted.n_train_
     assert fitted.tail(float(fitted.train_scores_[-1]) + 1.0) == pytest.approx(1 / (n + 1))
     assert fitted.tail(float(fitted.train_scores_[0]) - 1.0) == 1.0
-    scores = np.array([fitted.score_one(r).score for r in train_df[list(FEATURES)].to_dict("records")])
+    # (batch raw scores + tail == score_one, see test_batch_and_streaming_agree; one-by-one is slow)
+    scores = np.array([100 * (1 - fitted.tail(r)) for r in fitted.decision_function(train_df)])
     # on its own training rows the calibrated score is ~uniform on 0-100
     assert 35 < np.median(scores) < 65
     assert np.mean(scores > 99) <= 0.02

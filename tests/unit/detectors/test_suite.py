@@ -154,3 +154,19 @@ def test_protocol_only_detectors_get_suite_side_protection():
     assert [(f.detector, f.entity, f.entity_type) for f in found] == [("plain_test_only", "m", "model")]
     assert st[0].learned == 1  # the anomalous event was not learned
     assert suite.loads(suite.dumps(st))[0].learned == 1
+
+
+@pytest.mark.parametrize("kind", ["access", "api", "source"])
+def test_suite_state_is_bounded_against_attacker_cardinality(kind):
+    suite = build_suite(kind)
+    st = suite.new_state()
+    rng = random.Random(3)
+    for i in range(3000):
+        x = {"user.name": "victim", "ueba.api_key.id": "k", "source.ip": f"203.0.{i // 250}.{i % 250}",
+             "event.action": rng.choice(["login", "download"]), "event.outcome": rng.choice(["success", "failure"]),
+             "ueba.resource.id": f"s3://b/{rng.getrandbits(64):x}", "ueba.transfer.bytes": rng.random() * 1e9,
+             "source.geo.country_iso_code": f"C{i % 500}", "source.as.number": i,
+             "user_agent.original": f"agent/{i}", "gen_ai.usage.input_tokens": i,
+             "http.response.status_code": rng.choice([200, 500])}
+        suite.process(st, x, MONDAY + 17.0 * i)
+    assert len(suite.dumps(st)) <= 2048

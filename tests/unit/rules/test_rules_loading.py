@@ -142,3 +142,15 @@ def test_dates_stay_strings_and_rule_without_id_gets_a_stable_one(tmp_path):
     rs2 = RuleSet.load([tmp_path])
     assert [r.meta.id for r in rs1.detections] == [r.meta.id for r in rs2.detections]
     assert any("has no id" in i.message for i in rs1.issues)
+
+
+def test_rule_tests_yields_cases_with_locations():
+    rs = RuleSet.load([str(FILES / "valid")])
+    cases = list(rs.rule_tests())
+    assert len(cases) == 6
+    assert {(c.expect_match, c.sequence) for c in cases} == {(True, False), (False, False), (True, True), (False, True)}
+    assert all(c.line > 0 and c.file.endswith(".yml") for c in cases)
+
+
+def test_a_lone_path_is_accepted(tmp_path):
+    assert len(RuleSet.load(str(FILES / "valid"))) == len(RuleSet.load([FILES / "valid"])) == 3  # type: ignore[arg-type]
