@@ -160,10 +160,75 @@ def create_app(
                     METRICS.latency.observe(max(0.0, now - a.ts))
             if outcome.risk_change is not None:
                 await risk_topic.send(key=message.key, value=outcome.risk_change.to_json())
+            METRICS.last_progress.set(time.time())
 
     app.agent(candidates_topic, name="decide", concurrency=1)(decide)
 
     for kind, topic_name in t.inputs().items():
         assert kind in STREAM_KINDS
         make_agent(kind, topic_name)
+    _add_health(app, stall_seconds=settings.worker.stall_seconds)
     return app
+
+
+def _table_size(table: Any) -> int:
+    """Keys in a table: RocksDB's own estimate (no full scan), else len()."""
+    data = table.data
+    dbs = getattr(data, "_dbs_for_actives", None)
+    if dbs is not None:
+        total = 0
+        for db in dbs():
+            try:
+                total += int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
+            except Exception:
+                return -1
+        return total
+    return len(data)
+
+
+class Health:
+    """Liveness: a worker that has unread messages (lag) but made no progress for
+    ``stall_seconds`` is unhealthy; ``/health`` then answers 503."""
+
+    def __init__(self, stall_seconds: float) -> None:
+        self.stall_seconds = stall_seconds
+        self.lag: dict[str, int] = {}
+        self.last_progress = time.time()
+
+    def verdict(self, now: float) -> tuple[bool, dict[str, Any]]:
+        total = sum(self.lag.values())
+        idle = now - self.last_progress
+        healthy = total == 0 or idle < self.stall_seconds
+        return healthy, {"status": "ok" if healthy else "stalled", "lag": total, "seconds_since_progress": round(idle, 1), "partitions": self.lag}
+
+
+def _add_health(app: faust.App, stall_seconds: float) -> None:
+    health = Health(stall_seconds)
+    app.ueba_health = health  # type: ignore[attr-defined]
+
+    @app.timer(5.0)
+    async def observe() -> None:
+        consumer = app.consumer
+        lag: dict[str, int] = {}
+        for tp in consumer.assignment():
+            if tp.topic.endswith("-changelog") or "__assignor" in tp.topic:
+                continue
+            try:
+                hw = consumer.highwater(tp)
+            except Exception:
+                continue
+            read = consumer._read_offset.get(tp)  # last offset handed to an agent
+            behind = max(0, (hw or 0) - ((read + 1) if read is not None else 0))
+            lag[f"{tp.topic}/{tp.partition}"] = behind
+            METRICS.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
+        progressed = METRICS.last_progress._value.get()
+        if progressed:
+            health.last_progress = max(health.last_progress, progressed)
+        health.lag = lag
+        for name, table in app.tables.items():
+            METRICS.table_keys.labels(table=name).set(_table_size(table))
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        ok, body = health.verdict(time.time())
+        return web.json(body, status=200 if ok else 503)

@@ -176,6 +176,8 @@ class WorkerSettings(_Section):
     scorer: Literal["suite", "first_seen"] = "suite"
     #: Alerting threshold on the 0-100 score (the policy file can refine it per detector/rule).
     min_score: float = Field(50.0, ge=0, le=100)
+    #: /health answers 503 when there is lag and no progress for this long.
+    stall_seconds: float = Field(60.0, gt=0)
     #: YAML policy: thresholds, allow-lists, suppression, learning mode, risk (streams/policy.py).
     policy_file: Path | None = None
 
