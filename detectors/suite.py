@@ -117,7 +117,7 @@ class DetectorSuite:
         Detector names, in scoring order.
     """
 
-    __slots__ = ("kind", "names", "classes", "params", "min_scores", "protect_score", "_ids", "_core", "_meta")
+    __slots__ = ("kind", "names", "classes", "params", "min_scores", "protect_score", "_ids", "_core", "_meta", "_selfprot")
 
     def __init__(self, kind: str, classes: list[type], params: list[Any], min_scores: list[float],
                  protect_score: float = 99.0) -> None:
@@ -129,6 +129,9 @@ class DetectorSuite:
         self.protect_score = protect_score
         self._ids = tuple(crc32(n.encode()) & 0xFFFF for n in self.names)
         self._core = tuple(issubclass(c, CoreDetector) for c in classes)
+        # Detectors that protect their own baseline (windows that must see every
+        # event, e.g. extraction and drift) learn every event.
+        self._selfprot = tuple(bool(getattr(c, "self_protecting", False)) for c in classes)
         self._meta = tuple(
             (c.name, getattr(c, "entity_type", "user"), getattr(c, "title", "") or c.name,
              tuple(getattr(c, "techniques", ())))
@@ -194,12 +197,13 @@ class DetectorSuite:
         scores: list[tuple[int, Score]] | None = None
         mins = self.min_scores
         core = self._core
+        selfprot = self._selfprot
         for i, det in enumerate(state):
             if core[i]:
                 s = det.step(flat, ts, g, mins[i])
             else:
                 s = det.score_one(flat, ts)
-                if s.score < self.protect_score:
+                if selfprot[i] or s.score < self.protect_score:
                     det.learn_one(flat, ts)
                 if s.score < mins[i] or s.score <= 0.0 or s.explanation is None:
                     s = None

@@ -28,12 +28,21 @@ from .events import STREAM_KINDS, parse_event
 from .kafka import DeadLetter
 from .metrics import METRICS
 from .alerts import Alert
-from .pipeline import EntityScorer, InputProcessor
+from .pipeline import EntityScorer, InputProcessor, source_view
 from .policy import Policy
 from .risk import AlertProcessor
 from .settings import Settings
 
 log = logging.getLogger("ueba.worker")
+
+
+def rules_for(settings: Settings) -> Any:
+    """The rule runner for ``settings`` (None when rules are switched off)."""
+    if not settings.worker.rules_enabled:
+        return None
+    from .rulerun import RuleRunner
+
+    return RuleRunner(settings.worker.rules_paths or None)
 
 
 def scorer_factory_for(settings: Settings) -> Callable[[str], EntityScorer]:
@@ -94,6 +103,8 @@ def create_app(
     risk_topic = app.topic(t.risk, schema=schema(), partitions=t.partitions, internal=False)
     dlq_topic = app.topic(t.deadletter, schema=schema(), partitions=t.partitions, internal=False)
     policy = Policy.load(settings.worker.policy_file)
+    rules = rules_for(settings)
+    bysource_topic = app.topic(t.bysource, schema=schema(), partitions=t.partitions, internal=False)
 
     async def dead_letter(message: Any, reason: str, detail: str, stage: str) -> None:
         dl = DeadLetter(
@@ -112,15 +123,20 @@ def create_app(
     def make_agent(kind: str, topic_name: str) -> None:
         topic = app.topic(topic_name, schema=schema(), partitions=t.partitions, internal=False)
         table = app.Table(f"state-{kind}", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
-        processor = InputProcessor(kind, scorer_factory(kind), min_score=min_score)
+        # The "source" processor sees login events re-keyed by source.ip; rules run on the three input streams.
+        processor = InputProcessor(kind, scorer_factory(kind), min_score=min_score, rules=rules if kind != "source" else None)
         events_counter = METRICS.events.labels(stream=kind)
+        forward_by_source = kind == "access" and settings.worker.scorer == "suite"
+        parse_kind = "access" if kind == "source" else kind
 
         async def score(stream: faust.StreamT) -> None:
             async for ev in stream.events():
                 message = ev.message
                 events_counter.inc()
                 try:
-                    event = parse_event(kind, message.value, max_bytes=max_bytes)
+                    event = parse_event(parse_kind, message.value, max_bytes=max_bytes)
+                    if kind == "source":
+                        event = source_view(event) or event
                 except EventError as exc:
                     await dead_letter(message, exc.reason, exc.detail, "decode")
                     continue
@@ -133,6 +149,10 @@ def create_app(
                 for alert in result.alerts:
                     # keyed by entity: the alert agent's state is co-partitioned by entity
                     await candidates_topic.send(key=f"{alert.entity_type}:{alert.entity}".encode(), value=alert.to_json())
+                if forward_by_source and not result.redelivered:
+                    sv = source_view(event)
+                    if sv is not None:
+                        await bysource_topic.send(key=sv.identity.encode(), value=message.value)
                 METRICS.last_progress.set(time.time())
 
         app.agent(topic, name=f"score-{kind}", concurrency=1)(score)
@@ -167,6 +187,14 @@ def create_app(
     for kind, topic_name in t.inputs().items():
         assert kind in STREAM_KINDS
         make_agent(kind, topic_name)
+    if settings.worker.scorer == "suite":
+        make_agent("source", t.bysource)
+    if rules is not None:
+
+        @app.timer(10.0)
+        async def reload_rules() -> None:
+            rules.maybe_reload()
+
     _add_health(app, stall_seconds=settings.worker.stall_seconds)
     return app
 

@@ -5,10 +5,12 @@ only with ``-v``) and exits with status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -19,15 +21,29 @@ from .errors import UebaError
 
 app = typer.Typer(help="ai-ueba: streaming UEBA for cloud AI platforms.", no_args_is_help=True, add_completion=False)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+rules_app = typer.Typer(help="Sigma rules: validate and test rule files.", no_args_is_help=True)
+kibana_app = typer.Typer(help="Kibana saved objects (data views, dashboard, saved search).", no_args_is_help=True)
 services_app = typer.Typer(help="Local Kafka and OpenSearch for development and the demo (deploy/local.sh).", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(services_app, name="services")
+app.add_typer(rules_app, name="rules")
+app.add_typer(kibana_app, name="kibana")
 
 err = Console(stderr=True)
 out = Console()
 _VERBOSE = False
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def orjson_dumps(obj: object) -> str:
+    import orjson
+
+    return orjson.dumps(obj, default=str).decode()
+
+
+def dataclasses_asdict(obj: object) -> dict:
+    return dataclasses.asdict(obj)  # type: ignore[arg-type]
 
 
 def _settings():
@@ -146,7 +162,7 @@ def replay(
     """Run the identical pipeline in-process over files: no Kafka, no search engine."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .app import scorer_factory_for
+    from .app import rules_for, scorer_factory_for
     from .policy import Policy
     from .replay import Replayer
 
@@ -156,7 +172,14 @@ def replay(
     if stream is not None and stream not in ("access", "api", "telemetry"):
         raise UebaError(f"--stream must be access, api or telemetry, not {stream!r}")
     pol = Policy.load(policy or s.worker.policy_file)
-    rp = Replayer(scorer_factory_for(s), policy=pol, min_score=s.worker.min_score, max_event_bytes=s.worker.max_event_bytes)
+    rp = Replayer(
+        scorer_factory_for(s),
+        policy=pol,
+        min_score=s.worker.min_score,
+        max_event_bytes=s.worker.max_event_bytes,
+        rules=rules_for(s),
+        by_source=s.worker.scorer == "suite",
+    )
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} events"), TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task("replaying", total=None)
         stats = rp.run(list(files), stream=stream, progress=lambda n: bar.advance(task, n))
@@ -164,6 +187,113 @@ def replay(
     import orjson
 
     out.print_json(orjson.dumps(stats.as_dict()).decode())
+
+
+@app.command()
+def simulate(
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write ECS JSON lines here (labels beside it as <output>.labels.jsonl)."),
+    labels_output: Optional[Path] = typer.Option(None, "--labels", help="Labels file (default: <output>.labels.jsonl)."),
+    preset: str = typer.Option("week", help="week (1-3M events), eval (~150k) or tiny (~40k)."),
+    seed: int = typer.Option(7, help="Same seed, same bytes."),
+    duration: Optional[str] = typer.Option(None, help="Override the preset's duration, e.g. 1d, 36h."),
+    scenarios: Optional[str] = typer.Option(None, help="Comma-separated scenario ids or letters a-h; 'none' for benign traffic only."),
+    to_kafka: bool = typer.Option(False, "--to-kafka", help="Produce straight to the input topics instead of a file."),
+    rate: Optional[float] = typer.Option(None, help="With --to-kafka: events/s (default: as fast as possible)."),
+    time_scale: Optional[float] = typer.Option(None, help="With --to-kafka: simulated seconds per real second."),
+) -> None:
+    """Generate realistic AI-platform traffic with labelled attacks (seeded, deterministic)."""
+    from .simulate import SimulationConfig, produce, write_jsonl
+
+    overrides: dict = {"seed": seed}
+    if duration:
+        overrides["duration"] = duration
+    if scenarios is not None:
+        overrides["scenarios"] = () if scenarios.strip().lower() == "none" else tuple(x.strip() for x in scenarios.split(",") if x.strip())
+    cfg = SimulationConfig.preset(preset, **overrides)
+    if to_kafka:
+        s = _settings()
+        report = produce(cfg, s.kafka.confluent_config(), s.topics.inputs(), rate=rate, time_scale=time_scale)
+        out.print_json(orjson_dumps(report.__dict__ if hasattr(report, "__dict__") else dataclasses_asdict(report)))
+        return
+    if output is None:
+        raise UebaError("give -o FILE, or --to-kafka")
+    labels_path = labels_output or output.with_name(output.name + ".labels.jsonl")
+    t0 = time.perf_counter()
+    summary = write_jsonl(cfg, output, labels_path)
+    err.print(f"{summary['events']:,} events in {time.perf_counter() - t0:.1f}s -> {output} (labels: {labels_path})")
+    out.print_json(orjson_dumps(summary))
+
+
+@rules_app.command("validate")
+def rules_validate(paths: list[Path] = typer.Argument(..., help="Rule files or folders.")) -> None:
+    """Check rule files: strict YAML, the Sigma JSON schemas, semantics. Exit 1 on errors."""
+    from rules import validate_paths
+
+    issues = validate_paths(paths)
+    errors = [i for i in issues if str(getattr(i, "severity", "error")).lower().endswith("error")]
+    for i in issues:
+        (err if i in errors else out).print(str(i))
+    out.print(f"{len(errors)} error(s), {len(issues) - len(errors)} warning(s)")
+    raise typer.Exit(1 if errors else 0)
+
+
+@rules_app.command("test")
+def rules_test(paths: list[Path] = typer.Argument(..., help="Rule files or folders with embedded x_tests or *.tests.yml.")) -> None:
+    """Run each rule's embedded match/nomatch test events. Exit 1 on a failure."""
+    from rules import RuleSet, run_rule_tests
+
+    report = run_rule_tests(RuleSet.load(paths))
+    out.print(report.text())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def demo(
+    preset: str = typer.Option("tiny", help="Simulation preset: tiny (a day, ~40k events) or eval (3 days)."),
+    seed: int = typer.Option(7),
+    rate: float = typer.Option(1500.0, help="Events per second sent to Kafka."),
+    no_services: bool = typer.Option(False, "--no-services", help="Use already running Kafka/OpenSearch from the settings."),
+) -> None:
+    """The main job: local Kafka + OpenSearch, a worker, a simulated day with attacks, live view, report."""
+    from .demo import demo_settings, run_demo
+
+    s = demo_settings(_settings())
+    run_demo(s, preset=preset, seed=seed, rate=rate, console=out, start_services=not no_services)
+
+
+@kibana_app.command("import")
+def kibana_import(
+    url: str = typer.Option(..., help="Kibana base URL, e.g. https://kibana:5601"),
+    file: Optional[Path] = typer.Option(None, help="NDJSON saved objects (default: deploy/kibana/ueba.ndjson)."),
+    space: Optional[str] = typer.Option(None, help="Kibana space id (default space if unset)."),
+    api_key: Optional[str] = typer.Option(None, envvar="UEBA_KIBANA_API_KEY", help="API key (encoded or id:key)."),
+    username: Optional[str] = typer.Option(None, envvar="UEBA_KIBANA_USERNAME"),
+    password: Optional[str] = typer.Option(None, envvar="UEBA_KIBANA_PASSWORD"),
+    ca_certs: Optional[Path] = typer.Option(None, help="CA bundle for https."),
+    insecure: bool = typer.Option(False, help="Do not verify the TLS certificate."),
+) -> None:
+    """Import the saved objects (overwrite: running it again updates them)."""
+    from .kibana import DEFAULT_ASSETS, import_assets, import_errors
+
+    result = import_assets(
+        url, file or DEFAULT_ASSETS, api_key=api_key, username=username, password=password, space=space,
+        ca_certs=str(ca_certs) if ca_certs else None, verify=not insecure,
+    )
+    out.print(f"imported {result.get('successCount', 0)} objects")
+    problems = import_errors(result)
+    for line in problems:
+        err.print(line)
+    raise typer.Exit(0 if result.get("success") and not problems else 1)
+
+
+@app.command()
+def webhooks_check(file: Path = typer.Argument(..., help="Webhook targets YAML.")) -> None:
+    """Validate a webhook targets file and list its targets (secrets never shown)."""
+    from .webhooks import load_targets, safe_url
+
+    cfg = load_targets(file)
+    for t in cfg.targets:
+        out.print(f"{t.name}\t{t.format.value if hasattr(t.format, 'value') else t.format}\t{safe_url(t.url)}\t{'enabled' if t.enabled else 'disabled'}")
 
 
 @services_app.command("up")

@@ -48,7 +48,7 @@ def producer(settings: Settings, **extra: Any) -> Producer:
 
 def all_topics(settings: Settings) -> list[str]:
     t = settings.topics
-    return [t.access, t.api, t.telemetry, t.candidates, t.alerts, t.risk, t.deadletter]
+    return [t.access, t.api, t.telemetry, t.bysource, t.candidates, t.alerts, t.risk, t.deadletter]
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:

@@ -66,6 +66,25 @@ class ProcessResult:
     redelivered: bool = False
 
 
+def _default_peers() -> Any:
+    try:
+        from detectors.peers import PeerBaselines
+    except ImportError:  # the detector library is optional for the first-seen scorer
+        return None
+    return PeerBaselines()
+
+
+def source_view(event: Event) -> Event | None:
+    """The access event re-keyed by ``source.ip`` for source-level detectors
+    (password spraying), or None when it is not a login with a source."""
+    from detectors.credential import is_login
+
+    ip = event.flat.get("source.ip")
+    if not ip or not is_login(event.flat):
+        return None
+    return Event(kind=event.kind, identity=str(ip), ts=event.ts, doc=event.doc, flat=event.flat)
+
+
 def alert_from_finding(f: Finding, event: Event, *, min_score: float = 0.0) -> Alert:
     """Turn a detector finding on ``event`` into an alert (deterministic id)."""
     fp = event_fingerprint(event.doc)
@@ -108,13 +127,17 @@ class InputProcessor:
         *,
         min_score: float = 50.0,
         peers: Any = None,
+        rules: Any = None,
         keep_pending: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.kind = kind
         self.scorer = scorer
         self.min_score = min_score
-        self.peers = peers
+        # Peer baselines are process-local and bounded (detectors.peers.PeerBaselines).
+        self.peers = peers if peers is not None else _default_peers()
+        #: streams.rulerun.RuleRunner or None
+        self.rules = rules
         # Replay reads a file: nothing is redelivered, so nothing needs keeping.
         self.keep_pending = keep_pending
         self.clock = clock
@@ -135,6 +158,8 @@ class InputProcessor:
             pending = []
         findings = self.scorer.process(state, event.flat, event.ts, self.peers)
         alerts = [alert_from_finding(f, event) for f in findings if f.score >= self.min_score]
+        if self.rules is not None:
+            alerts.extend(self.rules.alerts(event))
         if pending or alerts:
             now = self.clock()
             pending = [p for p in pending if now - p[1] < PENDING_TTL]

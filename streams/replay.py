@@ -26,7 +26,7 @@ from .alerts import Alert
 from .errors import EventError, UebaError
 from .events import STREAM_KINDS, parse_event
 from .feed import kind_of
-from .pipeline import EntityScorer, InputProcessor
+from .pipeline import EntityScorer, InputProcessor, source_view
 from .policy import Policy
 from .risk import AlertProcessor, RiskChange
 
@@ -85,6 +85,12 @@ def _rows(df: Any) -> Iterator[dict[str, Any]]:
         yield {k: v for k, v in rec.items() if not (isinstance(v, float) and math.isnan(v)) and v is not None}
 
 
+def _with_count(first: Alert, update: Alert) -> Alert:
+    d = {k: getattr(first, k) for k in first.__slots__}
+    d.update(count=update.count, first_seen=update.first_seen, last_seen=update.last_seen)
+    return Alert(**d)
+
+
 class Replayer:
     """Runs events through the pipeline in-process; see the module docstring."""
 
@@ -95,10 +101,14 @@ class Replayer:
         policy: Policy | None = None,
         min_score: float = 50.0,
         max_event_bytes: int = 262_144,
+        rules: Any = None,
+        by_source: bool = False,
     ) -> None:
-        self.inputs = {k: InputProcessor(k, scorer_factory(k), min_score=min_score, keep_pending=False) for k in STREAM_KINDS}
+        self.inputs = {k: InputProcessor(k, scorer_factory(k), min_score=min_score, keep_pending=False, rules=rules) for k in STREAM_KINDS}
+        #: login events re-keyed by source.ip, as the stream's access-by-source topic does
+        self.source = InputProcessor("source", scorer_factory("source"), min_score=min_score, keep_pending=False) if by_source else None
         self.alert_processor = AlertProcessor(policy)
-        self.state: dict[str, dict[bytes, bytes]] = {k: {} for k in STREAM_KINDS}
+        self.state: dict[str, dict[bytes, bytes]] = {k: {} for k in (*STREAM_KINDS, "source")}
         self.entities: dict[bytes, bytes] = {}
         self.max_event_bytes = max_event_bytes
         self.stats = ReplayStats()
@@ -128,19 +138,29 @@ class Replayer:
             return []
         self.stats.events[kind] += 1
         result = self.inputs[kind].process(self.state[kind], event, self.position)
+        candidates = list(result.alerts)
+        if self.source is not None and kind == "access":
+            sv = source_view(event)
+            if sv is not None:
+                candidates.extend(self.source.process(self.state["source"], sv, self.position).alerts)
         out: list[Alert] = []
-        for cand in result.alerts:
+        for cand in candidates:
             self.stats.candidates += 1
             outcome = self.alert_processor.process(self.entities, cand)
             if outcome.alert is None:
                 self.stats.dropped[outcome.dropped or "?"] += 1
                 continue
+            a = outcome.alert
             if outcome.update:
                 self.stats.suppressed += 1
+                first = self.alerts.get(a.id)
+                if first is not None:
+                    # an update only moves the count and last seen of the first alert
+                    a = _with_count(first, a)
             else:
                 self.stats.alerts += 1
-            self.alerts[outcome.alert.id] = outcome.alert
-            out.append(outcome.alert)
+            self.alerts[a.id] = a
+            out.append(a)
             if outcome.risk_change is not None:
                 self.stats.risk_changes += 1
                 self.risk_changes.append(outcome.risk_change)
@@ -159,8 +179,9 @@ class Replayer:
                 self.feed(rec, stream=stream, source=f"{path}:{n}")
                 if progress is not None and n % 5000 == 0:
                     progress(5000)
-        for k in STREAM_KINDS:
-            self.stats.identities[k] = len(self.state[k])
+        for k, st in self.state.items():
+            if st:
+                self.stats.identities[k] = len(st)
         return self.stats
 
     def write(self, out: Path, *, risk_out: Path | None = None, namespace: str = "default") -> None:

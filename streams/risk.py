@@ -31,6 +31,12 @@ from .policy import Policy
 KEEP_CONTRIBUTIONS = 8
 #: Suppression entries remembered per entity (oldest forgotten first).
 KEEP_SUPPRESSIONS = 32
+#: Candidate ids remembered per entity for de-duplication.
+KEEP_SEEN = 64
+#: A suppressed alert's count update is emitted when the count reaches a power
+#: of two, or at most this often (event time) in between, so a burst of
+#: thousands of repeats costs a handful of updates, not thousands.
+UPDATE_EVERY = 300.0
 
 
 class _Contribution(msgspec.Struct, array_like=True):
@@ -47,6 +53,7 @@ class _Suppressed(msgspec.Struct, array_like=True):
     first: float
     last: float
     count: int
+    emitted: float = 0.0  # event time of the last count update emitted
 
 
 class EntityState(msgspec.Struct, array_like=True):
@@ -57,6 +64,9 @@ class EntityState(msgspec.Struct, array_like=True):
     contributions: list[_Contribution] = []
     suppressed: list[_Suppressed] = []
     last: int = -1  # last applied position (idempotence)
+    #: 64-bit hashes of recent candidate ids: a candidate re-sent after a worker
+    #: restart arrives at a new offset, so the position check alone cannot catch it.
+    seen: list[int] = []
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -177,6 +187,15 @@ class AlertProcessor:
         st = _dec.decode(raw) if raw is not None else EntityState()
         if position is not None and position <= st.last:
             return AlertOutcome(dropped="redelivered")
+        h = _h64(alert.id)
+        if h in st.seen:
+            if position is not None:
+                st.last = position
+                store[key] = _enc.encode(st)
+            return AlertOutcome(dropped="duplicate")
+        st.seen.append(h)
+        if len(st.seen) > KEEP_SEEN:
+            del st.seen[0]
         outcome = self._apply(st, alert)
         if position is not None:
             st.last = position
@@ -192,8 +211,11 @@ class AlertProcessor:
             if s.source == alert.source and window > 0 and ts - s.first < window and ts >= s.first:
                 s.count += 1
                 s.last = max(s.last, ts)
-                upd = _copy_alert(alert, id=s.alert_id, count=s.count, first_seen=s.first, last_seen=s.last)
-                return AlertOutcome(alert=upd, dropped="suppressed", update=True, risk_score=risk_score(st.points))
+                if s.count & (s.count - 1) == 0 or ts - max(s.emitted, s.first) >= UPDATE_EVERY:
+                    s.emitted = ts
+                    upd = _copy_alert(alert, id=s.alert_id, count=s.count, first_seen=s.first, last_seen=s.last)
+                    return AlertOutcome(alert=upd, dropped="suppressed", update=True, risk_score=risk_score(st.points))
+                return AlertOutcome(dropped="suppressed", risk_score=risk_score(st.points))
         st.suppressed = [s for s in st.suppressed if ts - s.first < window][-(KEEP_SUPPRESSIONS - 1):]
         st.suppressed.append(_Suppressed(alert.source, alert.id, ts, ts, 1))
         # Risk: decay to now, add this alert's points.
@@ -243,6 +265,10 @@ class AlertProcessor:
         st = _dec.decode(raw)
         s = risk_score(self._decayed(st, ts))
         return s, self.policy.risk.level_of(s)
+
+
+def _h64(text: str) -> int:
+    return int(text[:16], 16) if len(text) >= 16 and all(c in "0123456789abcdef" for c in text[:16]) else hash(text) & 0x7FFFFFFFFFFFFFFF
 
 
 def _copy_alert(a: Alert, **changes: Any) -> Alert:

@@ -42,6 +42,8 @@ class TopicSettings(_Section):
     access: str = "ueba.access"
     api: str = "ueba.api"
     telemetry: str = "ueba.telemetry"
+    #: Login events re-keyed by source.ip (password spraying; internal).
+    bysource: str = "ueba.access-by-source"
     #: Candidate alerts keyed by entity, before policy/suppression/risk (internal).
     candidates: str = "ueba.candidates"
     alerts: str = "ueba.alerts"
@@ -178,6 +180,11 @@ class WorkerSettings(_Section):
     min_score: float = Field(50.0, ge=0, le=100)
     #: /health answers 503 when there is lag and no progress for this long.
     stall_seconds: float = Field(60.0, gt=0)
+    #: Sigma rule files or folders; empty = the built-in AI rule pack (rules/sigma).
+    rules_paths: list[Path] = []
+    rules_enabled: bool = True
+    #: YAML file of SOAR webhook targets (streams/webhooks.py); unset = no webhooks.
+    webhooks_file: Path | None = None
     #: YAML policy: thresholds, allow-lists, suppression, learning mode, risk (streams/policy.py).
     policy_file: Path | None = None
 

@@ -69,8 +69,21 @@ class AlertSink:
                 "enable.partition.eof": False,
             }
         )
+        # Webhook targets load before anything connects: a bad file fails first.
+        from .webhooks import WebhookDispatcher, kafka_dead_letter, load_targets
+
+        targets = load_targets(settings.worker.webhooks_file) if settings.worker.webhooks_file else None
         self.consumer = Consumer(conf)
         self.producer = producer(settings)
+        self.webhooks = (
+            None
+            if targets is None
+            else WebhookDispatcher(
+                targets,
+                kafka_dead_letter(self.producer, settings.topics.deadletter, settings.topics.alerts, metrics=METRICS),
+                namespace=self.namespace,
+            )
+        )
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self.clock = clock
@@ -97,6 +110,8 @@ class AlertSink:
                 idle_since = time.monotonic()
                 self._handle(msgs)
         finally:
+            if self.webhooks is not None:
+                self.webhooks.close(10)  # may still write dead letters
             self.producer.flush(10)
             self.consumer.close()
         return self.stats
@@ -115,6 +130,7 @@ class AlertSink:
         alerts_index, risk_stream_name, risk_idx = alert_stream(ns), risk_stream(ns), risk_index(ns)
         creates: list[tuple[str, str, dict[str, Any], str, Message]] = []
         updates: dict[str, tuple[Alert, Message]] = {}
+        fresh: list[Alert] = []
         now = self.clock()
         for m in msgs:
             try:
@@ -131,6 +147,7 @@ class AlertSink:
                         updates[alert.id] = (alert, m)
                     continue
                 creates.append((alerts_index, alert.id, alert.to_ecs(ns, ingested=now), "create", m))
+                fresh.append(alert)
             except Exception as exc:
                 self._dead_letter(m, "bad_record", f"{type(exc).__name__}: {exc}")
         res = self._write([(i, d, src, op) for i, d, src, op, _ in creates])
@@ -163,6 +180,12 @@ class AlertSink:
         self.stats.consumed += len(msgs)
         self.stats.batches += 1
         self.consumer.commit(offsets=_next_offsets(msgs), asynchronous=False)
+        if self.webhooks is not None:
+            # Only after the engine acknowledged them; never blocks (bounded queue).
+            rejected = {f.doc_id for f in res.failures}
+            for a in fresh:
+                if a.id not in rejected:
+                    self.webhooks.submit(a)
 
     def _write(self, ops: list[tuple[str, str, dict[str, Any], str]]):
         while True:

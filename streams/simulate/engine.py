@@ -11,6 +11,8 @@ import gc
 import logging
 import time
 from contextlib import contextmanager
+from itertools import chain
+from operator import itemgetter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -100,8 +102,10 @@ class Simulation:
                         tags.extend([b.tags] * len(b.docs))
                     else:
                         tags.extend(b.tags)
-                tags = [tags[i] for i in order]
-            yield ts[order], [kinds[i] for i in order], [docs[i] for i in order], tags
+                tags = list(map(tags.__getitem__, order))
+            if self.wire is not None:
+                docs = _as_wire(batches, docs)
+            yield ts[order], list(map(kinds.__getitem__, order)), list(map(docs.__getitem__, order)), tags
 
     def slices(self) -> Iterator[tuple[list[int], list[str], list[dict[str, Any]], list[str | None] | None]]:
         """Per hour: timestamps (ms), kinds, documents and scenario tags (or None), in time order."""
@@ -125,29 +129,37 @@ class Simulation:
         """
         n_done = 0
         prefix = self._id_prefix.encode()
-        dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-        for ts_sorted, kinds, docs, tags in self._merged():
+        head, tail = itemgetter(0), itemgetter(1)
+        for _ts, kinds, docs, tags in self._merged():
             ids = hex_ids(prefix, n_done, len(docs))
-            stamp_l: list[str] = []
-
-            def render(j: int, d: dict[str, Any]) -> bytes:
-                if not stamp_l:
-                    stamp_l.extend(np.datetime_as_string(ts_sorted.astype("datetime64[ms]"), unit="ms",
-                                                         timezone="UTC").tolist())
-                d["@timestamp"] = stamp_l[j]
-                d["event"]["id"] = ids[j].decode()
-                return dumps(d, option=opt)
-
-            parts: list[bytes] = []
-            add = parts.extend
-            for j, d in enumerate(docs):
-                add((d[0], ids[j], d[1]) if type(d) is tuple else (render(j, d),))
-            blob = b"".join(parts)
+            blob = b"".join(chain.from_iterable(zip(map(head, docs), ids, map(tail, docs))))
             n_done += len(docs)
             yield kinds, blob, ids, tags
 
     def labels(self) -> list[dict[str, Any]]:
         return [sc.label() for sc in self.scenarios]
+
+
+def _as_wire(batches: list[Batch], docs: list[Any]) -> list[Any]:
+    """Render the documents of dict-building generators to the wire form
+    ``(line up to event.id's value, rest of the line)`` used by the others."""
+    out: list[Any] = []
+    dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    pos = 0
+    for b in batches:
+        n = len(b.docs)
+        if n and type(b.docs[0]) is dict:
+            for d, stamp in zip(b.docs, np.datetime_as_string(b.ts.astype("datetime64[ms]"), unit="ms",
+                                                              timezone="UTC").tolist()):
+                d["@timestamp"] = stamp
+                d["event"]["id"] = ""
+                # event is the 2nd key and id its last, so the first '"id":""' is event.id
+                before, _sep, after = dumps(d, option=opt).partition(b'"id":""')
+                out.append((before + b'"id":"', b'"' + after))
+        else:
+            out.extend(docs[pos:pos + n])
+        pos += n
+    return out
 
 
 def simulate(config: SimulationConfig) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -138,28 +138,28 @@ def stamps(ts_ms: np.ndarray) -> list[bytes]:
     return np.datetime_as_string(np.asarray(ts_ms).astype("datetime64[ms]"), unit="ms", timezone="UTC").astype("S").tolist()
 
 
-def json_values(values: list) -> list[bytes]:
-    """JSON of each number in ``values``, serialised in one orjson call."""
-    if not values:
+def json_values(values: np.ndarray) -> list[bytes]:
+    """JSON of each number of a 1-d array, serialised in one orjson call."""
+    if not len(values):
         return []
-    return orjson.dumps(values)[1:-1].split(b",")
+    return orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
 
 
-def json_rows(rows: list[list[float]]) -> list[bytes]:
-    """JSON array bodies (without brackets) of each row, in one orjson call."""
-    if not rows:
+def json_rows(rows: np.ndarray) -> list[bytes]:
+    """JSON array bodies (without brackets) of each row of a 2-d array, in one orjson call."""
+    if not len(rows):
         return []
-    return orjson.dumps(rows)[2:-2].split(b"],[")
+    return orjson.dumps(np.ascontiguousarray(rows), option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
 
 
 _OUTCOME = (b"success", b"failure")
 _WIRE_PREDICT_A = (b'{"@timestamp":"%s","event":{"kind":"event","category":["api"],"type":["access"],"action":"predict",'
-                   b'"outcome":"%s","duration":%d,"dataset":"ueba.api","id":"')
+                   b'"outcome":"%s","duration":%s,"dataset":"ueba.api","id":"')
 _WIRE_PREDICT_B = (b'"},"source":%s,"organization":%s,"user_agent":%s,"url":%s,"http":{"request":{"method":"POST",'
-                   b'"body":{"bytes":%d}},"response":{"status_code":%d,"body":{"bytes":%d}}},"ueba":{"identity":%s,'
+                   b'"body":{"bytes":%s}},"response":{"status_code":%s,"body":{"bytes":%s}}},"ueba":{"identity":%s,'
                    b'"api_key":%s,"model":%s,"input":{"fingerprint":[%s]}}}\n')
 _WIRE_TEL_A = (b'{"@timestamp":"%s","event":{"kind":"event","category":["process"],"type":["info"],"action":"inference",'
-               b'"outcome":"%s","duration":%d,"dataset":"ueba.telemetry","id":"')
+               b'"outcome":"%s","duration":%s,"dataset":"ueba.telemetry","id":"')
 _WIRE_TEL_B = (b'"},"ueba":{"identity":%s,"model":%s,"telemetry":{"prediction":%s,"confidence":%s,"features":%s,'
                b'"error":%s,"caller_api_key":%s}}}\n')
 _WIRE_CHAT_A = (b'{"@timestamp":"%s","event":{"kind":"event","category":["api"],"type":["access"],"action":"chat",'
@@ -524,14 +524,14 @@ def emit_predictions(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndar
         mi = np.full(n, model_override, dtype=np.int64)
     if fingerprints is None:
         fingerprints = tt.fp_mu[idx, slot] + tt.fp_sigma[idx, slot][:, None] * rng.standard_normal((n, FP_DIM))
-    fps = fingerprints.round(3).tolist()
+    fps = fingerprints.round(3)
     per_model = np.array([(m.latency_mu, m.error_rate, m.drift_start_ms, m.drift_end_ms, m.tamper_ms) for m in models],
                          dtype=np.float64)[mi]
     status = draw_status(rng, per_model[:, 1])
     lat_ms = np.exp(per_model[:, 0] + 0.45 * rng.standard_normal(n))
     dur = (lat_ms * 1e6).astype(np.int64)
-    req_b = (600 + np.exp(rng.normal(6.5, 0.6, n))).astype(np.int64).tolist()
-    resp_b = rng.integers(90, 400, n).tolist()
+    req_b = (600 + np.exp(rng.normal(6.5, 0.6, n))).astype(np.int64)
+    resp_b = rng.integers(90, 400, n)
     # telemetry, vectorised; poisoning drift ramps linearly from drift start to drift end
     u_cls = rng.random(n)
     conf = rng.beta(9.0, 1.8, n) * conf_scale
@@ -541,7 +541,7 @@ def emit_predictions(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndar
     drifting = ts >= ds
     d = np.where(drifting, np.clip((ts - ds) / np.maximum(de - ds, 1.0), 0.0, 1.0), 0.0)
     zf[:, 0] += feat_offset + 2.0 * d
-    conf = np.clip(conf - 0.2 * d, 0.0, 1.0).round(4).tolist()
+    conf = np.clip(conf - 0.2 * d, 0.0, 1.0).round(4)
     tampered = (ts >= per_model[:, 4]).tolist()
     vi = np.zeros(n, dtype=np.int64)
     cls = np.zeros(n, dtype=np.int64)
@@ -558,7 +558,6 @@ def emit_predictions(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndar
         feats[mask, :nf] = (m.feat_mu + m.feat_sigma * zf[mask, :nf]).round(3)
     if pred_class is not None:
         cls[:] = pred_class
-    feats_l = feats.tolist()
     t_tel = np.minimum(ts + lat_ms.astype(np.int64), t1 - 1).tolist()
     drift_l = drifting.tolist()
     status_l, dur_l = status.tolist(), dur.tolist()
@@ -566,8 +565,9 @@ def emit_predictions(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndar
     ts_l, idx_l, mi_l, src_l, vi_l, cls_l = ts.tolist(), idx.tolist(), mi.tolist(), src_i.tolist(), vi.tolist(), cls.tolist()
     if wire is not None:
         _wire_predictions(acc, wire, keys, models, ts_l, t_tel, idx_l, mi_l, src_l, vi_l, cls_l, tampered, drift_l,
-                          status_l, dur_l, req_b, resp_b, fps, conf, feats_l, tag, ua, source)
+                          status, dur, req_b, resp_b, fps, conf, feats, tag, ua, source)
         return
+    fps, conf, feats_l, req_b, resp_b = fps.tolist(), conf.tolist(), feats.tolist(), req_b.tolist(), resp_b.tolist()
     api_docs: list[dict[str, Any]] = []
     api_tags: list[str | None] = []
     tel_ts: list[int] = []
@@ -613,12 +613,15 @@ def emit_predictions(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndar
 
 
 def _wire_predictions(acc, J, keys, models, ts_l, t_tel, idx_l, mi_l, src_l, vi_l, cls_l, tampered, drift_l,
-                      status_l, dur_l, req_b, resp_b, fps, conf, feats_l, tag, ua, source) -> None:
-    """Wire-mode twin of the document loop in :func:`emit_predictions`."""
+                      status, dur, req, resp, fps, conf, feats, tag, ua, source) -> None:
+    """Wire-mode twin of the document loop in :func:`emit_predictions` (numbers come as arrays)."""
     kb, mb = J.tables(keys, models)
+    # orjson formats float64 arrays exactly as it does the same values as Python floats
     fp_b = json_rows(fps)
     conf_b = json_values(conf)
-    feat_b = json_values([v for row in feats_l for v in row])
+    feat_b = json_values(feats.ravel())
+    status_l, status_b, dur_b = status.tolist(), json_values(status), json_values(dur)
+    req_b, resp_b = json_values(req), json_values(resp)
     st_api = stamps(np.asarray(ts_l, dtype=np.int64))
     st_tel = stamps(np.asarray(t_tel, dtype=np.int64))
     ua_b = J(ua) if ua is not None else None
@@ -629,29 +632,28 @@ def _wire_predictions(acc, J, keys, models, ts_l, t_tel, idx_l, mi_l, src_l, vi_
     tel_ts: list[int] = []
     tel_docs: list[tuple[bytes, bytes]] = []
     tel_tags: list[str | None] = []
-    for j in range(len(ts_l)):
-        ki, mi = idx_l[j], mi_l[j]
+    outcome = _OUTCOME
+    for (s_api, s_tel, t_t, ki, mi, si, vi, ci, is_tam, is_drift, st, st_b, du, rq, rs, fp, cf, j4) in zip(
+            st_api, st_tel, t_tel, idx_l, mi_l, src_l, vi_l, cls_l, tampered, drift_l, status_l, status_b, dur_b, req_b,
+            resp_b, fp_b, conf_b, range(0, 4 * len(ts_l), 4)):
         org, kua, kident, kak, kid, ksrc = kb[ki]
         url, mident, vers, tam, classes, ftmpl, nf = mb[mi]
         etag = tag
-        if tampered[j]:
+        if is_tam:
             mdoc = tam
             etag = etag or models[mi].tamper_tag
         else:
-            mdoc = vers[vi_l[j]]
-        st = status_l[j]
-        dur = dur_l[j]
-        api_docs.append((pa % (st_api[j], _OUTCOME[st >= 400], dur),
-                         pb % (src_fixed or ksrc[src_l[j]], org, ua_b or kua, url, req_b[j], st, resp_b[j], kident,
-                               kak, mdoc, fp_b[j])))
+            mdoc = vers[vi]
+        api_docs.append((pa % (s_api, outcome[st >= 400], du),
+                         pb % (src_fixed or ksrc[si], org, ua_b or kua, url, rq, st_b, rs, kident, kak, mdoc, fp)))
         api_tags.append(etag)
         if st == 429 or st == 400:
             continue
-        if drift_l[j]:
+        if is_drift:
             etag = etag or models[mi].drift_tag
-        tel_ts.append(t_tel[j])
-        tel_docs.append((ta % (st_tel[j], _OUTCOME[st >= 500], dur),
-                         tb % (mident, mdoc, classes[cls_l[j]], conf_b[j], ftmpl % tuple(feat_b[4 * j:4 * j + nf]),
+        tel_ts.append(t_t)
+        tel_docs.append((ta % (s_tel, outcome[st >= 500], du),
+                         tb % (mident, mdoc, classes[ci], cf, ftmpl % tuple(feat_b[j4:j4 + nf]),
                                b"true" if st >= 500 else b"false", kid)))
         tel_tags.append(etag)
     acc.extend(ts_l, "api", api_docs, api_tags)

@@ -238,6 +238,15 @@ def _workday_profile(tz: int, shift: int, oncall: bool, weekend: float) -> np.nd
     return np.roll(local, -tz)
 
 
+def _unique(name: str, taken: set[str], rng: np.random.Generator) -> str:
+    """``name``, or ``name`` plus a number when taken (vocabularies are finite)."""
+    out = name
+    while out in taken:
+        out = f"{name}{int(rng.integers(2, 10 + len(taken)))}"
+    taken.add(out)
+    return out
+
+
 def _hash(rng: np.random.Generator) -> str:
     return "sha256:" + rng.bytes(32).hex()
 
@@ -349,13 +358,8 @@ def build_world(config: SimulationConfig) -> World:
     profiles = []
     n_days = max(1, int(config.duration_s // 86400))
     for i in range(config.humans):
-        while True:
-            nm = f"{C.FIRST_NAMES[int(rng.integers(len(C.FIRST_NAMES)))]}.{C.LAST_NAMES[int(rng.integers(len(C.LAST_NAMES)))]}"
-            if nm in names:
-                nm = f"{nm}{int(rng.integers(2, 99))}"
-            if nm not in names:
-                names.add(nm)
-                break
+        nm = _unique(f"{C.FIRST_NAMES[int(rng.integers(len(C.FIRST_NAMES)))]}."
+                     f"{C.LAST_NAMES[int(rng.integers(len(C.LAST_NAMES)))]}", names, rng)
         team = teams[i % len(teams)]
         if team == "platform":
             role = "platform-admin" if rng.random() < 0.6 else "ml-engineer"
@@ -432,11 +436,8 @@ def build_world(config: SimulationConfig) -> World:
     keys: list[ApiKey] = []
     tnames: set[str] = set()
     for i in range(config.tenants):
-        while True:
-            tn = f"{C.TENANT_WORDS_A[int(rng.integers(len(C.TENANT_WORDS_A)))]}-{C.TENANT_WORDS_B[int(rng.integers(len(C.TENANT_WORDS_B)))]}"
-            if tn not in tnames:
-                tnames.add(tn)
-                break
+        tn = _unique(f"{C.TENANT_WORDS_A[int(rng.integers(len(C.TENANT_WORDS_A)))]}-"
+                     f"{C.TENANT_WORDS_B[int(rng.integers(len(C.TENANT_WORDS_B)))]}", tnames, rng)
         org = {"id": f"org-{rng.bytes(3).hex()}", "name": tn}
         place = C.CLOUD_REGIONS[int(rng.integers(len(C.CLOUD_REGIONS)))]
         tier = "enterprise" if rng.random() < 0.3 else "standard"

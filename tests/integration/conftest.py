@@ -129,6 +129,7 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
             "access": f"t{run}.access",
             "api": f"t{run}.api",
             "telemetry": f"t{run}.telemetry",
+            "bysource": f"t{run}.bysource",
             "candidates": f"t{run}.candidates",
             "alerts": f"t{run}.alerts",
             "risk": f"t{run}.risk",
@@ -153,8 +154,9 @@ def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, by
     assert p.flush(30) == 0
 
 
-def consume(settings: Settings, topic: str, n: int, timeout: float = 60.0) -> list[Any]:
-    """Read until ``n`` messages arrived on ``topic`` (from the beginning) or timeout."""
+def consume(settings: Settings, topic: str, n: int, timeout: float = 60.0, drain: float = 0.0) -> list[Any]:
+    """Read until ``n`` messages arrived on ``topic`` (from the beginning) or timeout;
+    then keep reading until nothing arrives for ``drain`` seconds."""
     c = Consumer(
         {**settings.kafka.confluent_config(), "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False}
     )
@@ -166,6 +168,12 @@ def consume(settings: Settings, topic: str, n: int, timeout: float = 60.0) -> li
             for m in c.consume(100, timeout=0.5):
                 if m.error() is None:
                     got.append(m)
+        quiet = time.monotonic()
+        while drain and time.monotonic() - quiet < drain and time.monotonic() < deadline + drain:
+            for m in c.consume(100, timeout=0.5):
+                if m.error() is None:
+                    got.append(m)
+                    quiet = time.monotonic()
     finally:
         c.close()
     return got

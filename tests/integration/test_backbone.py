@@ -33,7 +33,7 @@ def access_event(i: int, resource: str, user: str = "alice") -> bytes:
 
 def test_topics_are_created_with_fixed_partitions_and_mismatch_is_refused(settings: Settings):
     first = ensure_topics(settings)
-    assert set(first.values()) == {"created"} and len(first) == 7
+    assert set(first.values()) == {"created"} and len(first) == 8
     again = ensure_topics(settings)
     assert set(again.values()) == {"exists"}
     md = AdminClient(settings.kafka.confluent_config()).list_topics(timeout=10)
@@ -182,3 +182,18 @@ def test_suppressed_repeats_update_one_alert_and_risk_lands_in_the_engine(settin
     assert validate(rc[0]["_source"]) == []
     ent = client.get(index=f"ueba-entity-risk-{settings.search.namespace}", id="user:carol")["_source"]
     assert ent["ueba"]["risk"]["level"] in ("moderate", "high", "critical") and ent["event"]["kind"] == "state"
+
+
+def test_worker_reads_every_compression_codec_shippers_use(settings: Settings, tmp_path):
+    from confluent_kafka import Producer
+
+    ensure_topics(settings)
+    codecs = ["none", "gzip", "snappy", "lz4", "zstd"]
+    for codec in codecs:
+        p = Producer({**settings.kafka.confluent_config(), "compression.type": codec})
+        p.produce(settings.topics.access, key=codec.encode(), value=b"not json: " + codec.encode())
+        assert p.flush(30) == 0
+    with worker(settings, tmp_path) as w:
+        dead = consume(settings, settings.topics.deadletter, len(codecs), timeout=90)
+        assert w.alive(), w.log()[-2000:]
+    assert sorted(m.key().decode() for m in dead) == sorted(codecs)

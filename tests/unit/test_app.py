@@ -12,7 +12,7 @@ def test_every_topic_and_changelog_is_raw_bytes():
         ch = agent.channel.clone(is_iterator=True)
         assert (ch.schema.key_serializer, ch.schema.value_serializer) == ("raw", "raw"), name
         assert agent.concurrency == 1, name
-    assert set(app.tables) == {"state-access", "state-api", "state-telemetry", "entities"}
+    assert set(app.tables) == {"state-access", "state-api", "state-telemetry", "state-source", "entities"}
     for name, table in app.tables.items():
         topic = table.changelog_topic
         assert (topic.schema.key_serializer, topic.schema.value_serializer) == ("raw", "raw"), name

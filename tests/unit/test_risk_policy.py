@@ -28,14 +28,14 @@ def test_allow_lists_thresholds_and_learning(tmp_path):
     proc = AlertProcessor(Policy.load(f))
     store: dict = {}
     after = 1_796_083_200.0  # 2026-12-01T00:00:00Z
-    assert proc.process(store, alert(score=70, ts=after)).dropped == "below_threshold"
-    assert proc.process(store, alert(score=85, ts=after, entity="svc-backup")).dropped == "allowed_identity"
-    assert proc.process(store, alert(score=85, ts=after, ip="10.20.30.40")).dropped == "allowed_ip"
-    assert proc.process(store, alert(score=85, ts=after, source="detector:new_country")).dropped == "allowed_rule"
-    assert proc.process(store, alert(score=85, ts=after - 10)).dropped == "learning"
+    assert proc.process(store, alert(1, score=70, ts=after)).dropped == "below_threshold"
+    assert proc.process(store, alert(2, score=85, ts=after, entity="svc-backup")).dropped == "allowed_identity"
+    assert proc.process(store, alert(3, score=85, ts=after, ip="10.20.30.40")).dropped == "allowed_ip"
+    assert proc.process(store, alert(4, score=85, ts=after, source="detector:new_country")).dropped == "allowed_rule"
+    assert proc.process(store, alert(5, score=85, ts=after - 10)).dropped == "learning"
     # rules fire during learning: they need no baseline
-    assert proc.process(store, alert(score=85, ts=after - 10, source="rule:abc", kind="rule")).alert is not None
-    assert proc.process(store, alert(score=85, ts=after)).alert is not None
+    assert proc.process(store, alert(6, score=85, ts=after - 10, source="rule:abc", kind="rule")).alert is not None
+    assert proc.process(store, alert(7, score=85, ts=after)).alert is not None
 
 
 @pytest.mark.parametrize(
@@ -54,14 +54,28 @@ def test_suppression_counts_repeats_under_the_first_alert_id():
     store: dict = {}
     first = proc.process(store, alert(0, ts=1000))
     second = proc.process(store, alert(1, ts=1100))
-    third = proc.process(store, alert(2, ts=1400))
+    third = proc.process(store, alert(2, ts=1300))
     assert first.alert.id == "a0" and not first.update
     assert second.update and second.alert.id == "a0" and second.alert.count == 2
-    assert third.alert.count == 3 and third.alert.first_seen == 1000 and third.alert.last_seen == 1400
+    # count 3 is counted but not re-emitted (not a power of two, < 5 min since the last update)
+    assert third.alert is None and third.dropped == "suppressed"
+    fourth = proc.process(store, alert(5, ts=1450))
+    assert fourth.alert.count == 4 and fourth.alert.first_seen == 1000 and fourth.alert.last_seen == 1450
     # another detector is not suppressed by this one; after the window a new alert starts
     assert proc.process(store, alert(3, ts=1500, source="detector:new_country")).alert.id == "a3"
     later = proc.process(store, alert(4, ts=1700))
     assert later.alert.id == "a4" and not later.update
+
+
+def test_a_burst_of_repeats_costs_few_updates():
+    proc = AlertProcessor(Policy.model_validate({"suppression": {"window_seconds": 3600}}))
+    store: dict = {}
+    emitted = [proc.process(store, alert(i, ts=1000 + i * 0.1)).alert for i in range(1000)]
+    counts = [a.count for a in emitted if a is not None]
+    assert counts == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    # ... and at least every five minutes of event time while it goes on
+    late = proc.process(store, alert(5000, ts=1000 + 100 + 301))
+    assert late.alert is not None and late.alert.count == 1001
 
 
 def test_risk_accumulates_decays_and_reports_level_changes():
@@ -97,3 +111,19 @@ def test_entity_state_is_bounded():
     for i in range(2000):
         proc.process(store, alert(i, ts=float(i), source=f"detector:d{i}"))
     assert len(store[b"user:alice"]) < 4096
+
+
+def test_a_candidate_resent_after_a_restart_is_not_counted_again():
+    # the input agent re-sends the candidates of redelivered events at new offsets
+    proc = AlertProcessor(Policy.model_validate({"suppression": {"window_seconds": 600}}))
+    store: dict = {}
+    first = proc.process(store, alert(0, ts=1000), position=1)
+    second = proc.process(store, alert(1, ts=1100), position=2)
+    again_first = proc.process(store, alert(0, ts=1000), position=3)
+    again_second = proc.process(store, alert(1, ts=1100), position=4)
+    third = proc.process(store, alert(2, ts=1200), position=5)
+    assert first.alert.id == "a0" and second.alert.count == 2
+    assert again_first.dropped == again_second.dropped == "duplicate"
+    assert third.dropped == "suppressed"  # counted (3), not re-emitted
+    fourth = proc.process(store, alert(3, ts=1300), position=6)
+    assert fourth.alert.id == "a0" and fourth.alert.count == 4
