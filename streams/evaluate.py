@@ -496,12 +496,12 @@ class Report:
         prec = "n/a" if t.precision is None else f"{t.precision:.1%}"
         rec = "n/a" if t.recall is None else f"{t.recall:.0%}"
         return (
-            f"recall {rec} ({mark('all_scenarios_detected')}: every scenario)  precision {prec}\n"
+            f"recall {rec} (target every scenario: {mark('all_scenarios_detected')})  precision {prec}\n"
             f"false alerts {t.false_alerts} over {t.benign_identity_days} benign identity-days "
             f"({t.benign_identities} identities) = {rate} per 1,000 "
-            f"({mark('false_per_1000_identity_days')}: <= {TARGET_FALSE_PER_1000_IDENTITY_DAYS:g})\n"
+            f"(target <= {TARGET_FALSE_PER_1000_IDENTITY_DAYS:g}: {mark('false_per_1000_identity_days')})\n"
             f"median time to detect {_duration(t.median_time_to_detect_s)} "
-            f"({mark('median_time_to_detect_s')}: <= {_duration(TARGET_MEDIAN_TTD_S)})"
+            f"(target <= {_duration(TARGET_MEDIAN_TTD_S)}: {mark('median_time_to_detect_s')})"
         )
 
     def __rich__(self) -> Any:
