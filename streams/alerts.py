@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from . import mitre
+from .events import set_dotted
 
 ECS_VERSION = "9.4.0"
 ALERT_DATASET = "ueba.alert"
@@ -92,18 +93,6 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    cur = doc
-    for p in parts[:-1]:
-        nxt = cur.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            cur[p] = nxt
-        cur = nxt
-    cur[parts[-1]] = value
-
-
 @dataclass(slots=True)
 class Alert:
     """One alert.
@@ -174,7 +163,7 @@ class Alert:
         for dotted, value in self.context.items():
             if value is None:
                 continue
-            _set_path(doc, dotted, value)
+            set_dotted(doc, dotted, value)
         user = self.context.get("user.name")
         if user:
             related.setdefault("user", []).append(str(user))

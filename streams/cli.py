@@ -248,6 +248,26 @@ def rules_test(paths: list[Path] = typer.Argument(..., help="Rule files or folde
 
 
 @app.command()
+def evaluate(
+    events: Optional[Path] = typer.Argument(None, help="Labelled ECS JSON lines (from `ueba simulate`); default: the built-in eval set, generated in memory."),
+    labels: Optional[Path] = typer.Option(None, help="Labels JSON lines (default: <events>.labels.jsonl)."),
+    policy: Optional[Path] = typer.Option(None, help="Policy YAML to evaluate (thresholds, allow-lists...)."),
+    preset: str = typer.Option("eval", help="With no EVENTS: simulation preset (eval ~150k events, tiny ~40k)."),
+    seed: int = typer.Option(7),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
+) -> None:
+    """Replay a labelled set through the pipeline and report detection per scenario, false alerts, precision, recall."""
+    from .evaluate import evaluate as run_evaluation
+
+    s = _settings()
+    report = run_evaluation(events, labels, settings=s, preset=preset, seed=seed, policy=policy)
+    out.print(report)
+    if json_out:
+        report.write_json(json_out)
+        err.print(f"report written to {json_out}")
+
+
+@app.command()
 def demo(
     preset: str = typer.Option("tiny", help="Simulation preset: tiny (a day, ~40k events) or eval (3 days)."),
     seed: int = typer.Option(7),

@@ -11,7 +11,8 @@ data set and scores the alerts against the labels:
 
 Matching. An alert is one alert id: its first version and the suppression
 updates that re-raise it with a count. A version *matches* a scenario when
-its time (the triggering event's time, simulated seconds) lies within
+its time (simulated seconds: the triggering event's time, for an update its
+``last_seen``) lies within
 ``[start, end + grace]`` and its entity, or one of its entity-like context
 fields (:data:`ENTITY_FIELDS`), equals one of the scenario's entity values.
 An alert belongs to every scenario one of its versions matches; an alert
@@ -228,11 +229,14 @@ class Evaluation:
                 source=alert.source, name=_source_name(alert), first_score=float(alert.score), techniques=set()
             )
         t.techniques.update(alert.techniques)
+        # A suppression update is the first alert with its count and last_seen
+        # moved on: the event that caused it happened at last_seen.
+        ts = alert.last_seen if alert.count > 1 and alert.last_seen is not None else alert.ts
         entities = alert_entities(alert)
         for sc in self.scenarios:
-            if _within(alert.ts, entities, sc, self.grace_s):
+            if _within(ts, entities, sc, self.grace_s):
                 seen = t.matched.get(sc.scenario_id)
-                t.matched[sc.scenario_id] = alert.ts if seen is None else min(seen, alert.ts)
+                t.matched[sc.scenario_id] = ts if seen is None else min(seen, ts)
 
     def observe_event(self, identity: str | None, ts: float, *, attack: bool = False) -> None:
         """One accepted input event; ``attack`` = tagged as part of a scenario."""

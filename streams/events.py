@@ -295,6 +295,24 @@ class Event:
         return self.flat.get(field, default)
 
 
+def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    """``doc["a"]["b"] = value`` for ``"a.b"``, creating objects on the way;
+    a dict value is merged into an object already there."""
+    parts = dotted.split(".")
+    cur = doc
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    last = parts[-1]
+    if isinstance(value, dict) and isinstance(cur.get(last), dict):
+        cur[last].update(value)
+    else:
+        cur[last] = value
+
+
 def expand_dotted(obj: dict[str, Any]) -> dict[str, Any]:
     """Turn ``{"user.name": "a"}`` into ``{"user": {"name": "a"}}`` (recursively).
 
@@ -305,19 +323,7 @@ def expand_dotted(obj: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             value = expand_dotted(value)
         if "." in key and not key.startswith("@"):
-            parts = key.split(".")
-            cur = out
-            for p in parts[:-1]:
-                nxt = cur.get(p)
-                if not isinstance(nxt, dict):
-                    nxt = {}
-                    cur[p] = nxt
-                cur = nxt
-            last = parts[-1]
-            if isinstance(value, dict) and isinstance(cur.get(last), dict):
-                cur[last].update(value)
-            else:
-                cur[last] = value
+            set_dotted(out, key, value)
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key].update(value)
         else:

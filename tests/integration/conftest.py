@@ -82,35 +82,35 @@ def kafka_bootstrap(pytestconfig: pytest.Config) -> Iterator[str]:
         _script("kafka.sh", "down")
 
 
+def _http_service(config: pytest.Config, url: str, script: str, describe) -> Iterator[str]:
+    """Reuse the service answering at ``url``, else start it with ``deploy/<script> up``
+    (and stop it again at the end of the session)."""
+    started = False
+    info = _http_answers(url)
+    if info is None:
+        _script(script, "up")
+        started = True
+        info = _http_answers(url)
+    assert info is not None, f"nothing answers at {url} after deploy/{script} up"
+    _say(config, f"[services] GET {url}/ -> {describe(info)}")
+    yield url
+    if started:
+        _script(script, "down")
+
+
 @pytest.fixture(scope="session")
 def opensearch_url(pytestconfig: pytest.Config) -> Iterator[str]:
-    started = False
-    info = _http_answers(SEARCH_URL)
-    if info is None:
-        _script("opensearch.sh", "up")
-        started = True
-        info = _http_answers(SEARCH_URL)
-    assert info is not None, f"OpenSearch does not answer at {SEARCH_URL}"
-    v = info["version"]
-    _say(pytestconfig, f"[services] GET {SEARCH_URL}/ -> version {v['number']}, distribution {v.get('distribution', 'elasticsearch')}")
-    yield SEARCH_URL
-    if started:
-        _script("opensearch.sh", "down")
+    yield from _http_service(
+        pytestconfig, SEARCH_URL, "opensearch.sh",
+        lambda i: f"version {i['version']['number']}, distribution {i['version'].get('distribution', 'elasticsearch')}",
+    )
 
 
 @pytest.fixture(scope="session")
 def es_emulator_url(pytestconfig: pytest.Config) -> Iterator[str]:
-    started = False
-    info = _http_answers(ES_EMULATOR_URL)
-    if info is None:
-        _script("es-emulator.sh", "up")
-        started = True
-        info = _http_answers(ES_EMULATOR_URL)
-    assert info is not None
-    _say(pytestconfig, f"[services] GET {ES_EMULATOR_URL}/ -> Elasticsearch API {info['version']['number']} (noida-db emulator)")
-    yield ES_EMULATOR_URL
-    if started:
-        _script("es-emulator.sh", "down")
+    yield from _http_service(
+        pytestconfig, ES_EMULATOR_URL, "es-emulator.sh", lambda i: f"Elasticsearch API {i['version']['number']} (noida-db emulator)"
+    )
 
 
 def free_port() -> int:
@@ -143,8 +143,15 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
             "web_port": free_port(),
             "metrics_port": 0,
             "scorer": "first_seen",
+            # transport tests: the first-seen scorer alone; tests of detection enable rules
+            "rules_enabled": False,
         },
     )
+
+
+def with_rules(settings: Settings) -> Settings:
+    """The same settings with the built-in Sigma rule pack switched on."""
+    return settings.model_copy(update={"worker": settings.worker.model_copy(update={"rules_enabled": True})})
 
 
 def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:

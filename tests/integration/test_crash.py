@@ -11,13 +11,14 @@ from streams.feed import produce_files
 from streams.kafka import ensure_topics
 from streams.settings import Settings
 
-from .conftest import consume, worker
+from .conftest import consume, with_rules, worker
 from .test_runtime import _comparable, replay_alerts, stream_alerts, write_events
 
 
 @pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
 def test_kill_9_mid_stream_loses_no_alert_and_double_counts_no_baseline(settings: Settings, tmp_path, store):
-    s = settings.model_copy(update={"worker": settings.worker.model_copy(update={"store": store})})
+    s = with_rules(settings)
+    s = s.model_copy(update={"worker": s.worker.model_copy(update={"store": store})})
     ensure_topics(s)
     src = tmp_path / "events.jsonl"
     write_events(src, n_per_user=80)

@@ -15,7 +15,7 @@ from streams.kafka import ensure_topics
 from streams.replay import Replayer
 from streams.settings import Settings
 
-from .conftest import consume, worker
+from .conftest import consume, with_rules, worker
 
 USERS = [f"user{i:02d}" for i in range(12)]
 
@@ -76,6 +76,7 @@ def _comparable(alerts: dict[str, dict]) -> dict[str, tuple]:
 
 
 def test_replay_and_stream_give_the_same_alerts(settings: Settings, tmp_path):
+    settings = with_rules(settings)
     ensure_topics(settings)
     src = tmp_path / "events.jsonl"
     write_events(src)
@@ -89,6 +90,7 @@ def test_replay_and_stream_give_the_same_alerts(settings: Settings, tmp_path):
 
 
 def test_two_workers_produce_the_same_alerts_as_one(settings: Settings, tmp_path):
+    settings = with_rules(settings)
     ensure_topics(settings)
     src = tmp_path / "events.jsonl"
     write_events(src)

@@ -10,7 +10,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.kafka import DeadLetter, ensure_topics
-from streams.settings import Settings
+from streams.settings import SecurityProtocol, Settings
 
 from .conftest import ROOT, consume, produce, worker
 
@@ -25,7 +25,7 @@ def secure(settings: Settings) -> Settings:
     kafka = settings.kafka.model_copy(
         update={
             "bootstrap_servers": SASL_SSL,
-            "security_protocol": "SASL_SSL",
+            "security_protocol": SecurityProtocol.SASL_SSL,
             "sasl_mechanism": "SCRAM-SHA-512",
             "sasl_username": "ueba",
             "sasl_password": None,

@@ -1,5 +1,6 @@
 """Detection quality report: matching alerts to labelled scenarios, noise per identity-day, end to end."""
 
+import dataclasses
 import io
 import json
 from datetime import datetime, timezone
@@ -33,8 +34,13 @@ def alert(i, ts, entity="someone", *, source="detector:credential_abuse", etype=
         id=aid or f"a{i}", ts=ts, source=source, kind=source.split(":")[0], rule_id=source.split(":")[1],
         rule_name="Rule " + source.split(":")[1], title="t", description="d", score=score, severity=73, level="high",
         entity_type=etype, entity=entity, stream="access", explanation={}, techniques=tuple(techniques),
-        context=dict(context or {}),
+        context=dict(context or {}), first_seen=ts, last_seen=ts,
     )
+
+
+def update(first, last_seen, count=2):
+    """A suppression update as the Replayer emits it: the first alert, count and last_seen moved on."""
+    return dataclasses.replace(first, count=count, last_seen=last_seen)
 
 
 # ------------------------------------------------------------------ matching
@@ -67,7 +73,7 @@ def test_false_alerts_precision_recall_and_time_to_detect():
     ev.observe_alert(alert(1, T0 + 120, "alice", techniques=("T1110.003",)))
     ev.observe_alert(alert(2, T0 + 30, "alice", source="rule:r1"))  # earlier, from a rule: sets the time to detect
     ev.observe_alert(alert(3, T0 + 300, "carol"))  # false: not a scenario entity
-    ev.observe_alert(alert(3, T0 + 400, "carol"))  # suppression update of the same alert: still one false alert
+    ev.observe_alert(update(alert(3, T0 + 300, "carol"), T0 + 400))  # its suppression update: still one false alert
     ev.observe_alert(alert(4, T0 + 1300, "alice"))  # false: after end + grace
     rep = ev.report()
     ra, rb = rep.scenarios
@@ -86,11 +92,17 @@ def test_false_alerts_precision_recall_and_time_to_detect():
 
 def test_an_alert_whose_later_update_matches_counts_as_matched():
     ev = Evaluation([scenario("a", ("alice",), T0, T0 + 600)])
-    ev.observe_alert(alert(1, T0 - 100, "alice"))  # raised before the attack (benign)...
-    ev.observe_alert(alert(1, T0 + 50, "alice"))  # ...re-raised by an attack event within suppression
+    first = alert(1, T0 - 100, "alice")
+    ev.observe_alert(first)  # raised before the attack (benign)...
+    ev.observe_alert(update(first, T0 + 50))  # ...and counted again by an attack event within suppression
     rep = ev.report()
     assert rep.totals.false_alerts == 0 and rep.totals.matched_alerts == 1
     assert rep.scenarios[0].time_to_detect_s == 50.0
+    # an update whose last event is after end + grace does not make an alert match
+    late = Evaluation([scenario("a", ("alice",), T0, T0 + 600)], grace_s=60)
+    late.observe_alert(first)
+    late.observe_alert(update(first, T0 + 661))
+    assert late.report().totals.false_alerts == 1
 
 
 def test_identity_days_count_distinct_utc_days_of_benign_identities():

@@ -1,0 +1,207 @@
+"""Stream benchmark on the real broker: ``python -m streams.bench``.
+
+Measures, in one run (this machine is shared and noisy, so compare ratios):
+
+1. the ceiling: the raw confluent-kafka consume rate of the same input topics;
+2. one worker process end to end (Kafka in, candidates/alerts out), events/s;
+3. two worker processes sharing the partitions, events/s and the ratio to one;
+4. p99 event-to-alert latency at half the one-worker rate (events stamped
+   "now" as they are produced; the worker's ``ueba_event_to_alert_seconds``).
+
+Needs Kafka on ``UEBA_KAFKA__BOOTSTRAP_SERVERS`` (``ueba services up``).
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from confluent_kafka import Consumer, Producer
+
+from .events import expand_dotted, flatten, identity_of
+from .kafka import ensure_topics
+from .settings import Settings, get_settings, to_env
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _settings(base: Settings, tag: str, partitions: int, scorer: str) -> Settings:
+    run = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
+    topics = base.topics.model_copy(
+        update={k: f"{run}.{k}" for k in ("access", "api", "telemetry", "bysource", "candidates", "alerts", "risk", "deadletter")} | {"partitions": partitions}
+    )
+    worker = base.worker.model_copy(update={"app_id": run, "data_dir": Path("/tmp") / run, "scorer": scorer})
+    return base.model_copy(update={"topics": topics, "worker": worker})
+
+
+def _events(n: int, seed: int) -> list[tuple[str, bytes, bytes]]:
+    from .simulate import SimulationConfig, simulate
+
+    cfg = SimulationConfig.preset("tiny", seed=seed)
+    out = []
+    for kind, doc in simulate(cfg):
+        key = identity_of(kind, flatten(expand_dotted(doc))) or ""
+        out.append((kind, key.encode(), orjson.dumps(doc)))
+        if len(out) >= n:
+            break
+    return out
+
+
+def _produce(s: Settings, events: list[tuple[str, bytes, bytes]], rate: float | None = None, restamp: bool = False) -> float:
+    p = Producer({**s.kafka.confluent_config(), "linger.ms": 10})
+    topics = s.topics.inputs()
+    t0 = time.perf_counter()
+    for i, (kind, key, value) in enumerate(events):
+        if restamp:
+            doc = orjson.loads(value)
+            doc["@timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            value = orjson.dumps(doc)
+        p.produce(topics[kind], key=key, value=value)
+        if i % 1000 == 0:
+            p.poll(0)
+        if rate:
+            ahead = (i + 1) / rate - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+    p.flush(60)
+    return time.perf_counter() - t0
+
+
+def raw_consume_rate(s: Settings, n: int) -> float:
+    c = Consumer({**s.kafka.confluent_config(), "group.id": f"raw-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe(list(s.topics.inputs().values()))
+    got, t0, first = 0, time.perf_counter(), None
+    while got < n and time.perf_counter() - t0 < 120:
+        batch = c.consume(1000, timeout=0.5)
+        if batch and first is None:
+            first = time.perf_counter()
+        for m in batch:
+            if m.error() is None:
+                orjson.loads(m.value())  # decoding is part of any consumer's work
+                got += 1
+    c.close()
+    return got / max(time.perf_counter() - (first or t0), 1e-9)
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
+
+
+def run_workers(s: Settings, n: int, workers: int, timeout: float = 900.0) -> tuple[float, list[str]]:
+    procs, ports = [], []
+    for i in range(workers):
+        port = _port()
+        ports.append(port)
+        ws = s.worker.model_copy(update={"web_port": _port(), "metrics_port": port, "data_dir": Path(f"{s.worker.data_dir}-{i}")})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UEBA_") and k != "BROKER_URL"} | to_env(s.model_copy(update={"worker": ws}))
+        log = open(f"{ws.data_dir}.log", "wb")
+        procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    start = None
+    done_at = None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            total = 0.0
+            for port in ports:
+                try:
+                    total += _metric(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text, "ueba_events_total")
+                except httpx.HTTPError:
+                    pass
+            if total > 0 and start is None:
+                start = time.monotonic()
+            if total >= n:
+                done_at = time.monotonic()
+                break
+            time.sleep(0.25)
+        texts = []
+        for port in ports:
+            try:
+                texts.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text)
+            except httpx.HTTPError:
+                texts.append("")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+    if start is None or done_at is None:
+        return 0.0, texts
+    # first counted event to the last: excludes start-up and partition assignment
+    return n / max(done_at - start, 1e-9), texts
+
+
+def p99_from_histogram(text: str, name: str = "ueba_event_to_alert_seconds") -> tuple[float, int]:
+    buckets = sorted(((float("inf") if le == "+Inf" else float(le)), float(v)) for le, v in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} ([0-9.e+]+)$', text, re.M))
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan"), 0
+    total = buckets[-1][1]
+    for le, cum in buckets:
+        if cum >= 0.99 * total:
+            return le, int(total)
+    return float("inf"), int(total)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=30_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--scorer", default="suite", choices=["suite", "first_seen"])
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args(argv)
+    base = get_settings()
+    events = _events(args.events, args.seed)
+    n = len(events)
+    print(f"events: {n} (tiny preset, seed {args.seed}), partitions {args.partitions}, scorer {args.scorer}")
+
+    s1 = _settings(base, "one", args.partitions, args.scorer)
+    ensure_topics(s1)
+    _produce(s1, events)
+    ceiling = raw_consume_rate(s1, n)
+    print(f"ceiling (raw confluent-kafka consume + JSON decode): {ceiling:,.0f} events/s")
+    one, _ = run_workers(s1, n, 1)
+    print(f"one worker:  {one:,.0f} events/s  ({one / ceiling:.1%} of the ceiling)")
+
+    s2 = _settings(base, "two", args.partitions, args.scorer)
+    ensure_topics(s2)
+    _produce(s2, events)
+    two, _ = run_workers(s2, n, 2)
+    print(f"two workers: {two:,.0f} events/s  ({two / one if one else float('nan'):.2f}x one worker)")
+
+    if one > 0:
+        s3 = _settings(base, "lat", args.partitions, args.scorer)
+        ensure_topics(s3)
+        half = one / 2
+        import threading
+
+        m = min(n, int(half * 60))  # about a minute of traffic
+        t = threading.Thread(target=_produce, args=(s3, events[:m]), kwargs={"rate": half, "restamp": True})
+        t.start()
+        _, texts = run_workers(s3, m, 1, timeout=max(180.0, 4 * m / half))
+        t.join()
+        p99, alerts = p99_from_histogram(texts[0] if texts else "")
+        print(f"latency at half rate ({half:,.0f} events/s, {m} events, {alerts} alerts): p99 event-to-alert <= {p99:g} s (histogram bucket)")
+
+
+if __name__ == "__main__":
+    main()
