@@ -29,9 +29,12 @@ services-up: install
 services-down:
 	bash deploy/local.sh down
 
+# Benchmarks print figures (ratios measured in one run); they assert nothing.
 bench: install
 	$(VENV)/bin/python -m detectors.bench
 	$(VENV)/bin/python -m rules.bench
+	$(VENV)/bin/python -m streams.simulate.bench
+	bash deploy/local.sh up && $(VENV)/bin/python -m streams.bench
 
 clean:
 	bash deploy/local.sh down || true

@@ -111,7 +111,8 @@ kafka_version() {
 check_java() {
   command -v "$JAVA" >/dev/null || die "java not found (set JAVA_HOME or put java 17+ on PATH)"
   local line major
-  line="$("$JAVA" -version 2>&1 | head -1)"
+  # sed reads everything (no SIGPIPE for java under pipefail, unlike head)
+  line="$("$JAVA" -version 2>&1 | sed -n 1p)"
   major="$(sed -n 's/.*version "\([0-9]*\)[."].*/\1/p' <<<"$line")"
   [[ "$major" == 1 ]] && major=8
   [[ -n "$major" && "$major" -ge 17 ]] || die "Kafka 4 brokers need Java 17+, got: $line"

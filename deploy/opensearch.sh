@@ -73,7 +73,10 @@ running_pid() {
   pid="$(cat "$PIDFILE" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$MAIN_CLASS" || return 1
+  local cmdline
+  # read first, then match: `tr | grep -q` can SIGPIPE tr and fail under pipefail
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+  [[ "$cmdline" == *"$MAIN_CLASS"* ]] || return 1
   echo "$pid"
 }
 
