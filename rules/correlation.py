@@ -383,23 +383,7 @@ class CorrelationEngine:
             MatchedField(selection="group-by", key=f, field=f, value=v, patterns=[])
             for f, v in zip(c.group_by, key)
         ]
-        return RuleHit(
-            rule_id=m.id,
-            title=m.title,
-            description=m.description,
-            level=m.level,
-            tags=m.tags,
-            falsepositives=m.falsepositives,
-            rule_type=c.type,
-            ts=ts,
-            event_kind=kind,
-            matched=matched,
-            group_key=key,
-            group_by=c.group_by,
-            alert=m.alert,
-            name=m.name,
-            extra=extra,
-        )
+        return m.hit(c.type, ts, kind, matched, group_key=key, group_by=c.group_by, extra=extra)
 
     def _update_stateful(self, r: DetectionRule, hit: RuleHit, kind: str, flat: dict, ts: float) -> RuleHit | None:
         s = r.stateful
@@ -433,21 +417,8 @@ class CorrelationEngine:
         g.vals[value] = ts  # alert once per new value
         g.fired = max(g.fired, 0) + 1
         m = r.meta
-        return RuleHit(
-            rule_id=m.id,
-            title=m.title,
-            description=m.description,
-            level=m.level,
-            tags=m.tags,
-            falsepositives=m.falsepositives,
-            rule_type=s.type,
-            ts=ts,
-            event_kind=kind,
-            matched=r.explain(flat, {TS_KEY: ts})
-            + [MatchedField("stateful", s.value, s.value, value, ["not announced by " + ", ".join(s.announced_by)])],
-            group_key=key,
-            group_by=s.group_by,
-            alert=True,
-            name=m.name,
-            extra={"stateful": s.type, "value": value, "known_values": len(g.vals)},
-        )
+        explained = r.explain(flat, {TS_KEY: ts}) + [
+            MatchedField("stateful", s.value, s.value, value, ["not announced by " + ", ".join(s.announced_by)])
+        ]
+        extra = {"stateful": s.type, "value": value, "known_values": len(g.vals)}
+        return m.hit(s.type, ts, kind, explained, group_key=key, group_by=s.group_by, alert=True, extra=extra)

@@ -190,6 +190,24 @@ class RuleMeta:
     tests_line: int = 0
     alert: bool = True
 
+    def hit(self, rule_type: str, ts: float, kind: str, matched: list[MatchedField], **kw: Any) -> RuleHit:
+        """A hit of this rule; ``kw`` sets the correlation fields (group_key, group_by, extra) or ``alert``."""
+        kw.setdefault("alert", self.alert)
+        return RuleHit(
+            rule_id=self.id,
+            title=self.title,
+            description=self.description,
+            level=self.level,
+            tags=self.tags,
+            falsepositives=self.falsepositives,
+            rule_type=rule_type,
+            ts=ts,
+            event_kind=kind,
+            matched=matched,
+            name=self.name,
+            **kw,
+        )
+
 
 @dataclass(slots=True, eq=False)
 class DetectionRule:
@@ -213,20 +231,7 @@ class DetectionRule:
         m = self.meta
         # hits that only feed correlations are not explained (hot path); see RuleHit
         matched = self.explain(flat, lc) if m.alert else []
-        return RuleHit(
-            rule_id=m.id,
-            title=m.title,
-            description=m.description,
-            level=m.level,
-            tags=m.tags,
-            falsepositives=m.falsepositives,
-            rule_type="detection",
-            ts=ts,
-            event_kind=kind,
-            matched=matched,
-            alert=m.alert,
-            name=m.name,
-        )
+        return m.hit("detection", ts, kind, matched)
 
 
 @dataclass(slots=True)

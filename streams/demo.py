@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer
 from rich.console import Console, Group
 from rich.live import Live
@@ -34,6 +33,7 @@ from rich.table import Table
 
 from .alerts import Alert
 from .errors import UebaError
+from .evaluate import LabelledScenario, scenario_of
 from .kafka import ensure_topics
 from .risk import RiskChange
 from .search import alert_stream, install_templates, make_client, risk_index
@@ -41,14 +41,13 @@ from .settings import Settings, to_env
 from .sink import SinkThread
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_CONTEXT_KEYS = ("user.name", "source.ip", "ueba.api_key.id", "ueba.model.id", "organization.id")
 
 
 @dataclass
 class DemoState:
     produced: int = 0
     started: float = field(default_factory=time.monotonic)
-    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alerts: dict[str, Alert] = field(default_factory=dict)
     risk: dict[str, tuple[float, str]] = field(default_factory=dict)
     by_scenario: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     first_alert: dict[str, float] = field(default_factory=dict)
@@ -56,21 +55,7 @@ class DemoState:
     done_producing: bool = False
 
 
-def scenario_of(alert: dict[str, Any], scenarios: list[dict[str, Any]], grace: float = 3600.0) -> str | None:
-    """The labelled scenario an alert belongs to (entity and time match), else None."""
-    from datetime import datetime
-
-    values = {str(alert.get("entity"))} | {str(v) for k, v in (alert.get("context") or {}).items() if k in _CONTEXT_KEYS}
-    for sc in scenarios:
-        ents = {str(e["value"]) for e in sc["entities"]}
-        start = datetime.fromisoformat(sc["start"].replace("Z", "+00:00")).timestamp()
-        end = datetime.fromisoformat(sc["end"].replace("Z", "+00:00")).timestamp()
-        if values & ents and start <= alert["ts"] <= end + grace:
-            return sc["scenario_id"]
-    return None
-
-
-def _view(st: DemoState, scenarios: list[dict[str, Any]], total: int) -> Group:
+def _view(st: DemoState, scenarios: list[LabelledScenario], total: int) -> Group:
     elapsed = max(time.monotonic() - st.started, 1e-6)
     head = Table.grid(padding=(0, 3))
     head.add_row(
@@ -85,8 +70,8 @@ def _view(st: DemoState, scenarios: list[dict[str, Any]], total: int) -> Group:
     sc.add_column("alerts", justify="right")
     sc.add_column("status")
     for s in scenarios:
-        n = len(st.by_scenario.get(s["scenario_id"], ()))
-        sc.add_row(s["scenario_id"], ", ".join(s["techniques"][:3]), str(n), "[green]detected[/]" if n else "[dim]waiting[/]")
+        n = len(st.by_scenario.get(s.scenario_id, ()))
+        sc.add_row(s.scenario_id, ", ".join(s.techniques[:3]), str(n), "[green]detected[/]" if n else "[dim]waiting[/]")
     top = Table(title="top risky entities", expand=True)
     top.add_column("entity")
     top.add_column("risk", justify="right")
@@ -120,7 +105,7 @@ def run_demo(
     install_templates(client, settings.search.engine)
 
     cfg = SimulationConfig.preset(preset, seed=seed)
-    scenarios = labels(cfg)
+    scenarios = [LabelledScenario.from_label(rec) for rec in labels(cfg)]
     st = DemoState()
 
     console.print("[b]3/5[/] starting a stream worker and the search sink")
@@ -210,35 +195,31 @@ def _count_events(cfg: Any) -> int:
     return sum(1 for _ in simulate(cfg))
 
 
-def _absorb(st: DemoState, is_risk: bool, value: bytes, scenarios: list[dict[str, Any]]) -> None:
+def _absorb(st: DemoState, is_risk: bool, value: bytes, scenarios: list[LabelledScenario]) -> None:
     if is_risk:
         rc = RiskChange.from_json(value)
         st.risk[f"{rc.entity_type}:{rc.entity}"] = (rc.score, rc.level)
         return
-    a = orjson.loads(value)
-    if a["id"] not in st.alerts:
-        st.severity[a["level"]] += 1
-    st.alerts[a["id"]] = a
+    a = Alert.from_json(value)
+    if a.id not in st.alerts:
+        st.severity[a.level] += 1
+        st.alerts[a.id] = a
     sid = scenario_of(a, scenarios)
     if sid:
-        st.by_scenario[sid].add(a["id"])
-        st.first_alert.setdefault(sid, a["ts"])
-        st.first_alert[sid] = min(st.first_alert[sid], a["ts"])
+        st.by_scenario[sid].add(a.id)
+        st.first_alert[sid] = min(st.first_alert.get(sid, a.ts), a.ts)
 
 
-def _report(console: Console, st: DemoState, scenarios: list[dict[str, Any]], settings: Settings) -> None:
-    from datetime import datetime
-
+def _report(console: Console, st: DemoState, scenarios: list[LabelledScenario], settings: Settings) -> None:
     t = Table(title="detection report")
     for c in ("scenario", "detected", "time to detect", "alerts", "first alert"):
         t.add_column(c)
     for s in scenarios:
-        sid = s["scenario_id"]
+        sid = s.scenario_id
         n = len(st.by_scenario.get(sid, ()))
-        start = datetime.fromisoformat(s["start"].replace("Z", "+00:00")).timestamp()
         first = st.first_alert.get(sid)
-        ttd = f"{(first - start) / 60:.1f} min" if first is not None else "-"
-        title = next((st.alerts[i]["title"] for i in st.by_scenario.get(sid, ())), "")
+        ttd = f"{(first - s.start) / 60:.1f} min" if first is not None else "-"
+        title = next((st.alerts[i].title for i in st.by_scenario.get(sid, ())), "")
         t.add_row(sid, "[green]yes[/]" if n else "[red]no[/]", ttd, str(n), title[:70])
     console.print(t)
     matched = set().union(*st.by_scenario.values()) if st.by_scenario else set()

@@ -181,6 +181,14 @@ def matches(alert: Alert, scenario: LabelledScenario, grace_s: float = DEFAULT_G
     return _within(alert.ts, alert_entities(alert), scenario, grace_s)
 
 
+def scenario_of(alert: Alert, scenarios: Iterable[LabelledScenario], grace_s: float = DEFAULT_GRACE_S) -> str | None:
+    """The id of the first scenario ``alert`` belongs to, else None."""
+    for sc in scenarios:
+        if matches(alert, sc, grace_s):
+            return sc.scenario_id
+    return None
+
+
 def _within(ts: float, entities: set[str], scenario: LabelledScenario, grace_s: float) -> bool:
     return scenario.start <= ts <= scenario.end + grace_s and not scenario.entities.isdisjoint(entities)
 
