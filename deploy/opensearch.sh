@@ -9,6 +9,8 @@
 #   bash deploy/opensearch.sh reset    down + wipe data/logs/home (keeps lib/)
 #
 # Environment: OS_PORT (9200), OS_TRANSPORT_PORT (9300), OS_UP_TIMEOUT (120), OS_STOP_TIMEOUT (20),
+# OS_WORK (runtime state, deploy/.work/opensearch) and OS_LIB (jars, $OS_WORK/lib): with its own
+# OS_WORK and ports a second, private node runs beside the shared one (tests that stop their engine),
 # OS_JAVA_OPTS (appended to config/jvm.options), OS_MVN_ARGS (extra maven args, e.g.
 # -Dmaven.repo.local=/tmp/m2 or -o), JAVA_HOME (else java from PATH), MVN (mvn).
 # Runtime state: deploy/.work/opensearch/{lib,home,data,logs,opensearch.log,opensearch.pid}.
@@ -16,9 +18,9 @@ set -euo pipefail
 
 DEPLOY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PROJ="$DEPLOY/opensearch"
-WORK="$DEPLOY/.work/opensearch"
-LIB="$WORK/lib"
-STAMP="$WORK/lib.stamp"
+WORK="${OS_WORK:-$DEPLOY/.work/opensearch}"
+LIB="${OS_LIB:-$WORK/lib}"
+STAMP="$LIB.stamp"
 LOG="$WORK/opensearch.log"
 PIDFILE="$WORK/opensearch.pid"
 PORT="${OS_PORT:-9200}"
@@ -177,7 +179,8 @@ cmd_down() {
     kill -KILL "$pid" 2>/dev/null || true
     sleep 0.5
   fi
-  rm -f "$PIDFILE"
+  # Only our pid file: an `up` that ran while this node shut down has written its own.
+  if [[ "$(cat "$PIDFILE" 2>/dev/null || true)" == "$pid" ]]; then rm -f "$PIDFILE"; fi
   log "stopped (pid $pid)"
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -89,6 +90,7 @@ def alert_id(source: str, entity_type: str, entity: str, fingerprint: str) -> st
     return h.hexdigest()[:40]
 
 
+@lru_cache(maxsize=4096)  # @timestamp and event.created share one value; event.ingested is one per batch
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

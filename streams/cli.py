@@ -127,13 +127,27 @@ def worker() -> None:
 
 
 @app.command()
-def sink() -> None:
-    """Run the search sink: alerts topic -> Elasticsearch/OpenSearch."""
+def sink(
+    webhooks: bool = typer.Option(True, help="Also run the webhook relay (when UEBA_WORKER__WEBHOOKS_FILE is set) in this process."),
+) -> None:
+    """Run the search sink: alerts topic -> Elasticsearch/OpenSearch (and the webhook relay)."""
     from .sink import run_sink
 
     s = _settings()
     _logging(s.log_level)
-    run_sink(s)
+    run_sink(s, webhooks=webhooks)
+
+
+@app.command()
+def webhooks_relay() -> None:
+    """Run only the webhook relay: alerts topic -> SOAR webhook targets, at least once (own consumer group)."""
+    from .webhooks import run_relay
+
+    s = _settings()
+    _logging(s.log_level)
+    if not s.worker.webhooks_file:
+        raise UebaError("UEBA_WORKER__WEBHOOKS_FILE is not set: no webhook targets to deliver to")
+    run_relay(s)
 
 
 @app.command()

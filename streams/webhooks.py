@@ -33,6 +33,15 @@ dead-letter topic, see :func:`kafka_dead_letter`) with a reason:
 ``webhook_closed``      :meth:`~WebhookDispatcher.close` timed out before the
                         delivery was made.
 
+:class:`WebhookRelay` makes delivery at least once across crashes: it reads
+the alerts topic with its own consumer group and commits an alert's offset
+only once the alert and every earlier one were delivered, filtered out or
+dead-lettered. It bounds what it holds by pausing its partitions (the topic
+is the queue), so it never uses ``webhook_queue_full``, and on stop it
+leaves undelivered alerts uncommitted for the next run instead of writing
+``webhook_closed`` dead letters. ``ueba sink`` runs it beside the search
+sink; ``ueba webhooks-relay`` runs it alone.
+
 Secrets (HMAC secrets, Authorization values, URL userinfo and query strings)
 never reach logs or dead-letter details.
 """
@@ -56,7 +65,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -261,6 +270,10 @@ class WebhooksConfig(_Strict):
     backoff_max: float = Field(60.0, gt=0)
     #: Upper bound on an honoured Retry-After.
     retry_after_max: float = Field(300.0, ge=0)
+    #: Where a new relay consumer group starts on the alerts topic: ``latest``
+    #: (alerts raised from now on) or ``earliest`` (everything still retained).
+    #: Once the group has committed offsets it always resumes from them.
+    start_at: Literal["latest", "earliest"] = "latest"
 
     @model_validator(mode="after")
     def _unique(self) -> "WebhooksConfig":
@@ -646,6 +659,8 @@ class WebhookStats:
     attempts: int = 0
     retries: int = 0
     duplicates: int = 0
+    #: Deliveries dropped undelivered by ``close(dead_letter_pending=False)`` (re-read from Kafka after a restart).
+    abandoned: int = 0
     dead: dict[str, int] = field(default_factory=dict)
     #: Every retry delay scheduled, seconds (the last 1000).
     delays: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
@@ -655,6 +670,31 @@ class WebhookStats:
         return sum(self.dead.values())
 
 
+class _Ticket:
+    """Calls ``on_done`` once every delivery of one submitted alert has finished."""
+
+    __slots__ = ("_left", "_lock", "_on_done")
+
+    def __init__(self, on_done: Callable[[], None]) -> None:
+        self._left = 1  # held by submit() until every delivery is queued
+        self._lock = threading.Lock()
+        self._on_done = on_done
+
+    def add(self) -> None:
+        with self._lock:
+            self._left += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._left -= 1
+            done = self._left == 0
+        if done:
+            try:
+                self._on_done()
+            except Exception:
+                log.exception("webhook completion callback failed")
+
+
 @dataclass(slots=True)
 class _Delivery:
     alert: Alert
@@ -662,6 +702,7 @@ class _Delivery:
     body: bytes
     attempt: int = 0
     last: str = ""
+    ticket: _Ticket | None = None
 
 
 class _RedactHttpxUrls(logging.Filter):
@@ -686,6 +727,13 @@ class WebhookDispatcher:
     thread (queue full) or a delivery thread; it must be thread-safe.
     ``clock`` (Unix seconds) stamps signatures and resolves Retry-After dates;
     ``client`` replaces the ``httpx.Client`` (tests inject transports).
+
+    ``submit(alert, on_done=...)`` calls ``on_done()`` once every delivery of
+    that alert has *finished*: delivered, or handed to ``on_dead``; at once
+    when no target selected it. :class:`WebhookRelay` commits Kafka offsets
+    on it. ``close(dead_letter_pending=False)`` drops what is still pending
+    without dead-lettering it and without calling ``on_done`` (it is re-read
+    from Kafka after a restart).
     """
 
     def __init__(
@@ -717,6 +765,7 @@ class WebhookDispatcher:
         self._inflight = 0
         self._closing = False
         self._abandon = False
+        self._keep_pending = False
         self._gone: set[str] = set()
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._secrets = {t.name: _secret_values(t) for t in config.targets}
@@ -729,13 +778,23 @@ class WebhookDispatcher:
 
     # -- public API
 
-    def submit(self, alert: Alert) -> int:
+    def submit(self, alert: Alert, on_done: Callable[[], None] | None = None) -> int:
         """Queue ``alert`` for every enabled target whose filters select it.
 
         Returns the number of deliveries queued. A delivery that cannot be
         queued (queue full, target gone, dispatcher closed) goes to ``on_dead``.
         The same (target, alert id) is only queued once per recent 100 000.
+        ``on_done`` is called once all of this alert's deliveries finished
+        (see the class docstring), possibly before ``submit`` returns.
         """
+        ticket = _Ticket(on_done) if on_done is not None else None
+        try:
+            return self._submit(alert, ticket)
+        finally:
+            if ticket is not None:
+                ticket.release()
+
+    def _submit(self, alert: Alert, ticket: _Ticket | None) -> int:
         queued = 0
         bodies: dict[WebhookFormat, bytes] = {}
         for target in self.targets:
@@ -762,8 +821,10 @@ class WebhookDispatcher:
             body = bodies.get(target.format)
             if body is None:
                 body = bodies[target.format] = render(alert, target.format, self.namespace)
+            if ticket is not None:
+                ticket.add()
             with self._cond:
-                self._ready.append(_Delivery(alert, target, body))
+                self._ready.append(_Delivery(alert, target, body, ticket=ticket))
                 self._cond.notify()
             queued += 1
         return queued
@@ -772,13 +833,16 @@ class WebhookDispatcher:
         with self._cond:
             return len(self._ready) + len(self._waiting) + self._inflight
 
-    def close(self, timeout: float = 30.0) -> WebhookStats:
+    def close(self, timeout: float = 30.0, *, dead_letter_pending: bool = True) -> WebhookStats:
         """Stop accepting alerts and wait up to ``timeout`` seconds for pending
         deliveries (retries included); whatever is left is dead-lettered
-        (``webhook_closed``)."""
+        (``webhook_closed``), or with ``dead_letter_pending=False`` dropped
+        without a dead letter and without ``on_done`` (counted in
+        ``stats.abandoned``): the caller re-reads it from its source."""
         deadline = time.monotonic() + timeout
         with self._cond:
             self._closing = True
+            self._keep_pending = not dead_letter_pending
             self._cond.notify_all()
         for th in self._threads:
             if th.is_alive():
@@ -790,7 +854,7 @@ class WebhookDispatcher:
             self._waiting.clear()
             self._cond.notify_all()
         for d in left:
-            self._dead(d.alert, d.target, REASON_CLOSED, f"not delivered before close after {d.attempt} attempt(s); {d.last}".rstrip("; "))
+            self._end(d, REASON_CLOSED, f"not delivered before close after {d.attempt} attempt(s); {d.last}".rstrip("; "))
         for th in self._threads:
             if th.is_alive():  # an attempt in flight ends within its target's timeout
                 th.join(max(0.1, deadline - time.monotonic()))
@@ -840,7 +904,7 @@ class WebhookDispatcher:
                 self._attempt(d)
             except Exception as exc:  # a bug must not kill the thread and strand deliveries
                 log.exception("webhook delivery to %s crashed", d.target.name)
-                self._dead(d.alert, d.target, REASON_FAILED, self._redact(d.target, f"internal error: {type(exc).__name__}: {exc}"))
+                self._finish(d, REASON_FAILED, self._redact(d.target, f"internal error: {type(exc).__name__}: {exc}"))
             finally:
                 with self._cond:
                     self._inflight -= 1
@@ -849,7 +913,7 @@ class WebhookDispatcher:
     def _attempt(self, d: _Delivery) -> None:
         target = d.target
         if target.name in self._gone:
-            self._dead(d.alert, target, REASON_GONE, f"target {target.name} answered 410 Gone earlier; disabled")
+            self._finish(d, REASON_GONE, f"target {target.name} answered 410 Gone earlier; disabled")
             return
         d.attempt += 1
         with self._cond:
@@ -870,16 +934,17 @@ class WebhookDispatcher:
             with self._cond:
                 self.stats.delivered += 1
             log.debug("delivered alert %s to %s (attempt %d)", d.alert.id, target.name, d.attempt)
+            self._finish(d)
             return
         if status == 410:
             self._disable(target)
-            self._dead(d.alert, target, REASON_GONE, f"{d.last}; target {target.name} disabled")
+            self._finish(d, REASON_GONE, f"{d.last}; target {target.name} disabled")
             return
         if status is not None and not is_retryable(status):
-            self._dead(d.alert, target, REASON_FAILED, f"{d.last} (permanent, attempt {d.attempt})")
+            self._finish(d, REASON_FAILED, f"{d.last} (permanent, attempt {d.attempt})")
             return
         if d.attempt >= target.max_attempts:
-            self._dead(d.alert, target, REASON_FAILED, f"{d.last} (after {d.attempt} attempt(s))")
+            self._finish(d, REASON_FAILED, f"{d.last} (after {d.attempt} attempt(s))")
             return
         delay = self.policy.delay(d.attempt, status, retry_after, self.clock(), self.rng)
         with self._cond:
@@ -890,7 +955,27 @@ class WebhookDispatcher:
                 self._cond.notify()
                 log.info("webhook %s: %s; retry %d in %.2fs", target.name, d.last, d.attempt, delay)
                 return
-        self._dead(d.alert, target, REASON_CLOSED, f"{d.last} (closed after {d.attempt} attempt(s))")
+        self._end(d, REASON_CLOSED, f"{d.last} (closed after {d.attempt} attempt(s))")
+
+    def _finish(self, d: _Delivery, reason: str | None = None, detail: str = "") -> None:
+        """A delivery is over: delivered (``reason`` None) or dead-lettered.
+
+        When the dead letter itself could not be written, the delivery is not
+        finished: ``on_done`` never fires for it, so a relay re-reads it after a
+        restart instead of committing past a lost alert."""
+        if reason is not None and not self._dead(d.alert, d.target, reason, detail):
+            return
+        if d.ticket is not None:
+            d.ticket.release()
+
+    def _end(self, d: _Delivery, reason: str, detail: str) -> None:
+        """A delivery cut short by close(): dead-lettered, or dropped for its source to re-read."""
+        if self._keep_pending:
+            with self._cond:
+                self.stats.abandoned += 1
+            log.info("webhook %s: alert %s not delivered before close; left for redelivery", d.target.name, d.alert.id)
+            return
+        self._finish(d, reason, detail)
 
     def _disable(self, target: WebhookTarget) -> None:
         with self._cond:
@@ -902,15 +987,18 @@ class WebhookDispatcher:
     def _redact(self, target: WebhookTarget, text: str) -> str:
         return redact(text, self._secrets.get(target.name, ()))
 
-    def _dead(self, alert: Alert, target: WebhookTarget, reason: str, detail: str) -> None:
+    def _dead(self, alert: Alert, target: WebhookTarget, reason: str, detail: str) -> bool:
+        """Hand a delivery to ``on_dead``; False when the callback failed."""
         with self._cond:
             self.stats.dead[reason] = self.stats.dead.get(reason, 0) + 1
         detail = self._redact(target, detail)
         log.warning("webhook %s: alert %s dead-lettered (%s): %s", target.name, alert.id, reason, detail)
         try:
             self.on_dead(alert, target, reason, detail)
+            return True
         except Exception as exc:
             log.error("webhook dead-letter callback failed for alert %s: %s", alert.id, self._redact(target, str(exc)))
+            return False
 
 
 def kafka_dead_letter(producer: Any, topic: str, source_topic: str, *, metrics: Any = None) -> OnDead:
@@ -938,3 +1026,324 @@ def kafka_dead_letter(producer: Any, topic: str, source_topic: str, *, metrics: 
             metrics.deadletters.labels(stream="webhook", reason=reason).inc()
 
     return on_dead
+
+
+# --------------------------------------------------------------------------- relay
+
+
+class _Track:
+    """Offsets of one partition read by the relay and not yet committed, in order."""
+
+    __slots__ = ("gen", "offsets", "done", "commit_to", "committed")
+
+    def __init__(self, gen: int) -> None:
+        self.gen = gen
+        self.offsets: deque[int] = deque()
+        self.done: set[int] = set()
+        #: next offset to commit (all before it finished) and the last one committed
+        self.commit_to: int | None = None
+        self.committed: int | None = None
+
+
+@dataclass
+class RelayStats:
+    consumed: int = 0
+    submitted: int = 0
+    #: records that need no delivery: suppressed repeats (count > 1) and undecodable records
+    skipped: int = 0
+    commits: int = 0
+
+
+class WebhookRelay:
+    """The alerts topic -> webhook targets, at least once across crashes and restarts.
+
+    The relay reads the alerts topic with its own consumer group
+    (``<app_id>-webhooks``), independently of the search sink: a slow or
+    unreachable receiver never holds indexing back, and an engine outage
+    does not hold SOAR deliveries back. Each alert goes to a
+    :class:`WebhookDispatcher`; a partition's offset is committed only up to
+    the first alert whose deliveries have not all *finished* (delivered,
+    filtered out, or written to the dead-letter topic, which is flushed
+    before the commit). A crash or restart therefore re-sends what was in
+    flight; receivers dedupe by ``webhook-id`` = alert id, as Standard
+    Webhooks prescribe. On :meth:`stop`, pending deliveries get
+    ``drain_timeout`` seconds; what is left is *not* dead-lettered but left
+    uncommitted for the next run.
+
+    Memory is bounded: past ``queue_size`` pending deliveries (or
+    ``max_tracked`` uncommitted offsets) the relay pauses its partitions and
+    only polls to stay in its group; the topic is the queue. Suppressed
+    repeats (count > 1) are not re-sent: a SOAR case is opened once per alert.
+    A new group starts at ``start_at`` (default ``latest``) and commits that
+    position at once, so alerts raised while it is down later are not skipped.
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        config: WebhooksConfig,
+        *,
+        group_id: str | None = None,
+        client: httpx.Client | None = None,
+        commit_interval: float = 1.0,
+        drain_timeout: float = 10.0,
+        max_tracked: int = 100_000,
+    ) -> None:
+        from confluent_kafka import Consumer
+
+        from .kafka import producer as make_producer
+        from .metrics import METRICS
+
+        self.settings = settings
+        self.config = config
+        self.topic = settings.topics.alerts
+        self.group_id = group_id or f"{settings.worker.app_id}-webhooks"
+        self.commit_interval = commit_interval
+        self.drain_timeout = drain_timeout
+        self.max_tracked = max_tracked
+        conf = settings.kafka.confluent_config()
+        conf.update(
+            {
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": config.start_at,
+                "enable.partition.eof": False,
+            }
+        )
+        self.consumer = Consumer(conf)
+        self.producer = make_producer(settings)
+        self._to_dlq = kafka_dead_letter(self.producer, settings.topics.deadletter, self.topic, metrics=METRICS)
+        # The relay bounds what it holds by pausing its partitions, so the
+        # dispatcher's own queue never overflows into webhook_queue_full.
+        self.dispatcher = WebhookDispatcher(
+            config.model_copy(update={"queue_size": 1_000_000}), self._to_dlq, namespace=settings.search.namespace, client=client
+        )
+        self.stats = RelayStats()
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._tracks: dict[tuple[str, int], _Track] = {}
+        self._gens: dict[tuple[str, int], int] = {}
+        self._tracked = 0
+        self._paused: list[Any] = []
+        #: partitions of a new group whose start position is not committed yet
+        self._unanchored: set[tuple[str, int]] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+
+    def start(self) -> "WebhookRelay":
+        self._thread = threading.Thread(target=self._main, name="ueba-webhook-relay", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> RelayStats:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout if timeout is not None else self.drain_timeout + 30)
+        return self.stats
+
+    def _main(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # logged; the sink beside it keeps running
+            self.error = exc
+            log.exception("webhook relay stopped on an error; deliveries resume from the last commit on restart")
+
+    def run(self) -> RelayStats:
+        """Consume and deliver until :meth:`stop`."""
+        from confluent_kafka import KafkaException
+
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        next_commit = time.monotonic() + self.commit_interval
+        try:
+            while not self._stop.is_set():
+                if self._full():
+                    self._pause()
+                    msgs = self.consumer.consume(100, timeout=0.2)  # keeps the group membership
+                else:
+                    self._resume()
+                    msgs = self.consumer.consume(500, timeout=0.2)
+                for m in msgs:
+                    if m.error() is None:
+                        self._take(m)
+                if time.monotonic() >= next_commit:
+                    if self._unanchored:
+                        self._anchor()
+                    self._commit()
+                    next_commit = time.monotonic() + self.commit_interval
+        finally:
+            stats = self.dispatcher.close(self.drain_timeout, dead_letter_pending=False)
+            try:
+                self._commit()
+            finally:
+                try:
+                    self.consumer.close()
+                except (KafkaException, RuntimeError) as exc:
+                    log.warning("closing the webhook relay consumer: %s", exc)
+                self.producer.flush(10)
+            if stats.abandoned:
+                log.info("webhook relay stopped with %d delivery(ies) pending: re-sent after restart", stats.abandoned)
+        return self.stats
+
+    # -- consuming
+
+    def _full(self) -> bool:
+        return self.dispatcher.pending() + len(self.dispatcher.targets) > self.config.queue_size or self._tracked >= self.max_tracked
+
+    def _pause(self) -> None:
+        if self._paused:
+            return
+        parts = self.consumer.assignment()
+        if parts:
+            self.consumer.pause(parts)
+            self._paused = list(parts)
+
+    def _resume(self) -> None:
+        if self._paused:
+            self.consumer.resume(self._paused)
+            self._paused = []
+
+    def _take(self, m: Any) -> None:
+        k = (m.topic(), m.partition())
+        off = m.offset()
+        with self._lock:
+            tr = self._tracks.get(k)
+            if tr is None:
+                tr = self._tracks[k] = _Track(self._gens.setdefault(k, 0))
+            tr.offsets.append(off)
+            self._tracked += 1
+            gen = tr.gen
+        self.stats.consumed += 1
+        try:
+            alert = Alert.from_json(m.value())
+        except Exception:
+            alert = None  # the search sink dead-letters undecodable records
+        if alert is None or alert.count > 1:
+            self.stats.skipped += 1
+            self._done(k, gen, off)
+            return
+        self.stats.submitted += 1
+        self.dispatcher.submit(alert, on_done=lambda: self._done(k, gen, off))
+
+    def _done(self, k: tuple[str, int], gen: int, off: int) -> None:
+        with self._lock:
+            tr = self._tracks.get(k)
+            if tr is not None and tr.gen == gen:
+                tr.done.add(off)
+
+    def _commit(self) -> None:
+        """Commit, per partition, the offset after the last alert whose predecessors all finished."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        with self._lock:
+            want: dict[tuple[str, int], int] = {}
+            for k, tr in self._tracks.items():
+                while tr.offsets and tr.offsets[0] in tr.done:
+                    last = tr.offsets.popleft()
+                    tr.done.discard(last)
+                    self._tracked -= 1
+                    tr.commit_to = last + 1
+                if tr.commit_to is not None and tr.commit_to != tr.committed:
+                    want[k] = tr.commit_to
+        if not want:
+            return
+        # A dead letter stands in for a delivery: it is durable before the offset moves.
+        if self.producer.flush(10) > 0:
+            log.warning("dead-letter topic not acknowledging: webhook offsets held")
+            return
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in want.items()], asynchronous=False)
+        except KafkaException as exc:
+            log.warning("webhook relay offset commit failed (retried; a restart re-sends, receivers dedupe): %s", exc)
+            return
+        self.stats.commits += 1
+        with self._lock:
+            for k, o in want.items():
+                tr = self._tracks.get(k)
+                if tr is not None:
+                    tr.committed = o
+
+    # -- rebalances
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        with self._lock:
+            for tp in partitions:
+                k = (tp.topic, tp.partition)
+                self._gens[k] = self._gens.get(k, 0) + 1
+                self._tracks[k] = _Track(self._gens[k])
+        if self.config.start_at != "latest" or not partitions:
+            return
+        # A new group starts at the end of the topic, and says so at once: if it
+        # stopped before its first delivery, it must not skip what came meanwhile.
+        # Right after a topic is created the broker may not know its leaders yet:
+        # retry a little, else anchor from the main loop once positions are known.
+        for attempt in range(4):
+            try:
+                committed = consumer.committed(partitions, timeout=10)
+                fresh = [tp for tp in committed if tp.offset < 0]
+                if not fresh:
+                    return
+                start = []
+                for tp in fresh:
+                    _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+                    start.append(TopicPartition(tp.topic, tp.partition, high))
+                consumer.assign([tp for tp in committed if tp.offset >= 0] + start)
+                consumer.commit(offsets=start, asynchronous=False)
+                log.info("webhook relay group %s starts at the end of %s", self.group_id, self.topic)
+                return
+            except (KafkaException, RuntimeError) as exc:
+                if attempt == 3:
+                    log.warning("webhook relay: start offsets not known yet (%s); auto.offset.reset=latest applies, "
+                                "committed once known", exc)
+                    with self._lock:
+                        self._unanchored.update((tp.topic, tp.partition) for tp in partitions)
+                    return
+                time.sleep(0.5 * 2**attempt)
+
+    def _anchor(self) -> None:
+        """Commit the start position of partitions whose first assignment could not do it."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        with self._lock:
+            keys = [k for k in self._unanchored if k in self._tracks and not self._tracks[k].offsets and self._tracks[k].commit_to is None]
+            self._unanchored.intersection_update(self._tracks)
+        if not keys:
+            return
+        try:
+            pos = [tp for tp in self.consumer.position([TopicPartition(t, p) for t, p in keys]) if tp.offset >= 0]
+            if pos:
+                self.consumer.commit(offsets=pos, asynchronous=False)
+        except KafkaException as exc:
+            log.debug("webhook relay: anchoring start offsets later: %s", exc)
+            return
+        with self._lock:
+            for tp in pos:
+                self._unanchored.discard((tp.topic, tp.partition))
+                tr = self._tracks.get((tp.topic, tp.partition))
+                if tr is not None and tr.commit_to is None:
+                    tr.committed = tp.offset
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._commit()
+        with self._lock:
+            for tp in partitions:
+                k = (tp.topic, tp.partition)
+                self._gens[k] = self._gens.get(k, 0) + 1
+                tr = self._tracks.pop(k, None)
+                if tr is not None:
+                    self._tracked -= len(tr.offsets)
+        self._paused = [tp for tp in self._paused if (tp.topic, tp.partition) not in {(p.topic, p.partition) for p in partitions}]
+
+
+def run_relay(settings: Any) -> None:
+    """``ueba webhooks-relay``: the relay alone, until SIGINT/SIGTERM."""
+    import signal
+
+    relay = WebhookRelay(settings, load_targets(settings.worker.webhooks_file))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: relay.stop(timeout=0))
+    stats = relay.run()
+    log.info("webhook relay stopped: %s", stats)

@@ -186,10 +186,43 @@ def consume(settings: Settings, topic: str, n: int, timeout: float = 60.0, drain
     return got
 
 
-class WorkerProcess:
-    """``ueba worker`` in a child process, like production runs it."""
+def _offsets_reader(settings: Settings, group: str) -> Consumer:
+    return Consumer({**settings.kafka.confluent_config(), "group.id": group, "enable.auto.commit": False})
 
-    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """partition -> high watermark (the offset the next record gets)."""
+    from confluent_kafka import TopicPartition
+
+    c = _offsets_reader(settings, f"offsets-{uuid.uuid4().hex}")
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    finally:
+        c.close()
+
+
+def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """partition -> offset committed by consumer group ``group`` (-1001 when none). Does not join the group."""
+    from confluent_kafka import TopicPartition
+
+    c = _offsets_reader(settings, group)
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {tp.partition: tp.offset for tp in c.committed([TopicPartition(topic, p) for p in parts], timeout=10)}
+    finally:
+        c.close()
+
+
+def caught_up(committed: dict[int, int], end: dict[int, int]) -> bool:
+    """Every partition committed up to ``end`` (an empty partition needs no commit)."""
+    return all(committed.get(p, -1001) >= e or (e == 0 and committed.get(p, -1001) < 0) for p, e in end.items())
+
+
+class WorkerProcess:
+    """``ueba worker`` (or another ``ueba`` command, e.g. ``sink``) in a child process, like production runs it."""
+
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None, command: str = "worker") -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("UEBA_")}
         env.update(to_env(settings))
         env.update(extra_env or {})
@@ -197,7 +230,7 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, "-m", "streams.cli", command], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def alive(self) -> bool:

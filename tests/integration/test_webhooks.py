@@ -114,7 +114,7 @@ def _hook(hook_id: str, out: Path, *, signed: bool = True, mismatch_code: int | 
 
 
 class WebhookServer:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, port: int | None = None) -> None:
         binary = shutil.which("webhook")
         if binary is None:
             pytest.fail(
@@ -130,7 +130,7 @@ class WebhookServer:
         ]
         self.hooks_file = tmp_path / "hooks.json"
         self.hooks_file.write_text(json.dumps(hooks, indent=2))
-        self.port = free_port()
+        self.port = port or free_port()
         self.log_path = tmp_path / "webhook.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
