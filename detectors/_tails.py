@@ -12,11 +12,15 @@ from typing import Any
 
 from .calibration import normal_sf, score_from_p
 
-__all__ = ["P_FLOOR", "num", "normal_sf", "sidak", "score_of", "surprise", "text", "fmt"]
+__all__ = ["P_FLOOR", "RAW_P_FLOOR", "num", "normal_sf", "sidak", "score_of", "surprise", "text", "fmt"]
 
-#: Smallest tail probability we report; keeps ``100 * (1 - p)`` strictly below 100
-#: for anything short of overwhelming evidence and keeps ``-log10(p)`` finite.
+#: Smallest tail probability a score reflects; keeps ``100 * (1 - p)`` strictly
+#: below 100 for anything short of overwhelming evidence.
 P_FLOOR = 1e-15
+
+#: Smallest tail probability the raw statistic ``-log10(p)`` reflects (it keeps
+#: the evidence a score can no longer show; the suite's calibration uses it).
+RAW_P_FLOOR = 1e-300
 
 
 def num(value: Any) -> float | None:
@@ -45,8 +49,9 @@ def score_of(p: float) -> float:
 
 
 def surprise(p: float) -> float:
-    """``-log10(p)``: the raw statistic we report next to a combined tail probability."""
-    return -math.log10(min(max(p, P_FLOOR), 1.0))
+    """``-log10(p)``: the raw statistic we report next to a combined tail
+    probability (floored at :data:`RAW_P_FLOOR`, so at most 300)."""
+    return -math.log10(min(max(p, RAW_P_FLOOR), 1.0))
 
 
 def text(value: Any, limit: int = 64) -> str | None:

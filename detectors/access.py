@@ -261,6 +261,11 @@ class UnusualAccessDetector(CoreDetector):
             if ph is None:
                 ph = peers.stats["access.hours"] = HourOfWeekProfile()
             ph.update(ts)
+        if x.get("event.outcome") == "failure":
+            # A failed attempt proves nothing about where the identity is or what
+            # it uses (it may be someone else's guess): its place, network and
+            # agent are not learned, and its location does not move.
+            return
         # Fast path of RecentSet.update for the usual "same as last time".
         for h, rs in ((ch, self.countries), (ah, self.asns), (uh, self.agents)):
             if h is not None:

@@ -12,7 +12,19 @@ key, tenant, model...). Hyperparameters live in a separate, shared, frozen
 * Score direction: higher = more anomalous. ``Score.score`` is calibrated to
   0-100 with one meaning for every detector: ``100 * (1 - p)`` where ``p`` is
   the (estimated) tail probability of seeing something at least this extreme
-  under the baseline, so 99 means "1 in 100", 99.9 "1 in 1000".
+  under the baseline, so 99 means "1 in 100", 99.9 "1 in 1000" -- per test,
+  under the detector's model of the identity. ``Score.raw`` is the detector's
+  own statistic (z-score, distance, ``-log10 p``...).
+* The runtime does not alert on that per-test score: the suite
+  (:mod:`detectors.suite`) re-calibrates it per *identity-day* against what the
+  same detector produced for the identity's peers (per identity-hour) and for
+  the identity itself (per day), because per-test tails are too light for real,
+  heavy-tailed behaviour and an identity is tested all day long. A Finding's
+  score of 99.99 reads "an identity-day this unusual comes up about once in
+  10,000 identity-days". Detectors help that calibration by reporting their
+  evidence beyond what a 0-100 score can hold (``p`` below ~1e-15):
+  ``CoreDetector._surprise`` or, for other detectors, ``raw_is_surprise = True``
+  with ``raw = -log10 p``.
 * Warm-up: until a detector has seen ``params.warmup`` observations for the
   entity it returns ``Score.score == 0`` unless a peer or global prior is
   available (then it scores against that prior and says so in the

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .base import Explanation, Score
-from .calibration import cusum_tail, z_tail_score
+from .calibration import cusum_tail, normal_surprise, surprise_of_score, z_tail_score
 from .peers import PeerGroup
 from .stats import EWMeanVar
 
@@ -127,6 +127,12 @@ class CoreDetector:
 
     def _unpack(self, data: bytes) -> None:
         raise NotImplementedError
+
+    def _surprise(self, score: float, raw: float, ctx: Any) -> float:
+        """``-log10 p`` behind ``score`` (what :meth:`_assess` returned), as
+        precisely as the detector knows it; the 0-100 score itself cannot tell
+        1e-15 from 1e-40. Used by the suite's calibration (detectors.suite)."""
+        return surprise_of_score(score)
 
     # -- public protocol -------------------------------------------------------
 

@@ -9,6 +9,10 @@ used: only the per-event arithmetic (window running totals, z-scores, tails)
 is vectorised, while the baseline recursion runs once per *window*, which
 is what makes >= 500k events/s possible in plain numpy.
 
+These are the detectors' own per-test scores (``score_one``); the stream's
+alerts go through the suite's per-identity-day calibration on top of them
+(:mod:`detectors.suite`), which needs the peer groups' history.
+
 Input: a pandas DataFrame with the flat ECS columns the streaming detector
 reads (``ueba.transfer.bytes``...), a ``ts`` column (seconds since the epoch)
 and optionally an ``entity`` column (default: one entity).  Rows are scored

@@ -371,6 +371,10 @@ class TelemetryChangeDetector:
     entity_type: ClassVar[str] = "model"
     entity_field: ClassVar[str] = "ueba.model.id"
     techniques: ClassVar[tuple[str, ...]] = ("AML.T0018", "AML.T0015", "AML.T0029")
+    #: ``Score.raw`` is ``-log10 p`` (not floored at 1e-15 like the score): the suite's calibration uses it.
+    raw_is_surprise: ClassVar[bool] = True
+    #: Scores every event once warm (the suite's calibration starts its clock when it first does).
+    dense_scores: ClassVar[bool] = True
     title: ClassVar[str] = "Model behaviour changed (latency, errors or confidence)"
     #: Protects its baselines itself; the CUSUM statistics must see every event.
     self_protecting: ClassVar[bool] = True

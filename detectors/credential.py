@@ -176,7 +176,10 @@ class CredentialAbuseDetector(CoreDetector):
                 p = poisson_sf(k, lam)
                 if p < best_p:
                     best_p, sig, raw = p, 2, k
-        ip = x.get("source.ip")
+        # Where the credential is *used* from: successful events only (failed
+        # attempts from many places are the failure signal's business).
+        used = x.get("event.outcome") != "failure"
+        ip = x.get("source.ip") if used else None
         ih = None
         new_ip = False
         if ip:
@@ -204,7 +207,7 @@ class CredentialAbuseDetector(CoreDetector):
                         best_p, sig, raw = p, 3, n_ips
             else:
                 ih = (ih, None)
-        cc = x.get("source.geo.country_iso_code")
+        cc = x.get("source.geo.country_iso_code") if used else None
         chh = None
         if cc:
             chh = crc32(cc.encode() if type(cc) is str else str(cc).encode())

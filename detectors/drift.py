@@ -179,6 +179,10 @@ class TelemetryDriftDetector:
     entity_field: ClassVar[str] = "ueba.model.id"
     techniques: ClassVar[tuple[str, ...]] = ("AML.T0020", "AML.T0018", "AML.T0015")
     title: ClassVar[str] = "Model telemetry drifted from its post-deploy reference"
+    #: ``Score.raw`` is ``-log10 p`` (not floored at 1e-15 like the score): the suite's calibration uses it.
+    raw_is_surprise: ClassVar[bool] = True
+    #: Scores every event once warm (the suite's calibration starts its clock when it first does).
+    dense_scores: ClassVar[bool] = True
     #: The reference is frozen; the current window must see every event.
     self_protecting: ClassVar[bool] = True
 

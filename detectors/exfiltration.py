@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from .base import Explanation, register
 from .baseline import BaselineParams, CoreDetector, WindowedVolume, fmt_amount, num
+from .calibration import normal_surprise
 from .peers import PeerGroup
 
 __all__ = ["ExfiltrationParams", "ExfiltrationDetector", "TRANSFER_FIELDS", "INBOUND_ACTIONS"]
@@ -85,6 +86,8 @@ class ExfiltrationDetector(CoreDetector):
     entity_type: ClassVar[str] = "user"
     title: ClassVar[str] = "Unusual data volume read or downloaded"
     techniques: ClassVar[tuple[str, ...]] = ("T1530", "T1567", "AML.T0025")
+    #: Scores every event once warm (the suite's calibration starts its clock when it first does).
+    dense_scores: ClassVar[bool] = True
 
     def __init__(self, params: ExfiltrationParams | None = None) -> None:
         super().__init__(params)
@@ -124,6 +127,14 @@ class ExfiltrationDetector(CoreDetector):
                 if s > best:
                     best, raw, info = s, c, (i, 1, v if int(ts // 86400.0) != vol.day else vol.day_sum + v, False)
         return best, raw, (vals, info)
+
+    def _surprise(self, score: float, raw: float, ctx: Any) -> float:
+        if ctx is None or ctx[1] is None or score <= 0.0:
+            return super()._surprise(score, raw, ctx)
+        if ctx[1][1] == 0:  # burst: raw is the z of the window total
+            return max(normal_surprise(raw), super()._surprise(score, raw, ctx))
+        # drip: raw is the CUSUM, tail exp(-2 k S)
+        return max(2.0 * self.params.drip_k * raw / math.log(10.0), super()._surprise(score, raw, ctx))
 
     def _learn(self, x: dict[str, Any], ts: float, peers: PeerGroup | None, score: float, ctx: Any) -> None:
         if ctx is None:

@@ -340,6 +340,10 @@ class ExtractionDetector:
     title: ClassVar[str] = "Possible model extraction through the inference API"
     #: Protects its baselines itself; must be shown every event (see the module docstring).
     self_protecting: ClassVar[bool] = True
+    #: ``Score.raw`` is ``-log10 p`` (not floored at 1e-15 like the score): the suite's calibration uses it.
+    raw_is_surprise: ClassVar[bool] = True
+    #: Scores every event once warm (the suite's calibration starts its clock when it first does).
+    dense_scores: ClassVar[bool] = True
 
     __slots__ = (
         "params", "n", "win", "cur", "prev", "obs", "mean", "var", "nwin",

@@ -13,19 +13,48 @@ serialised with :meth:`DetectorSuite.dumps`; for each event it calls
 first, then learns it with baseline protection, and returns the scores that
 clear each detector's minimum as :class:`~detectors.base.Finding` objects.
 Replay, backtests and notebooks use exactly the same calls.
+
+Calibration to identity-days
+----------------------------
+A detector's own score is a per-test tail probability under its model of
+the identity; tested on every event with models whose tails are lighter
+than real behaviour, benign identities reach 99-100 every day. The suite
+re-calibrates each score (see :class:`~detectors.calibration.DayCalibration`)
+against what that detector actually produced before:
+
+* the **peers**: the largest per-identity-hour surprises ``-log10 p`` of the
+  identity's peer group (its own hours left out; the global group when the
+  peer group is small), extrapolated with an exponential tail and turned
+  into a per-day probability (24 hours are 24 chances);
+* the **identity itself**: the largest surprises of its own past days, with
+  the tail scale borrowed from its peers (so one or two days are enough),
+  once they cover a full daily cycle (for detectors with ``dense_scores``,
+  a day of the detector actually scoring for it);
+
+and reports ``100 * (1 - p)`` with ``p`` the larger of the two: an
+identity-day at least this unusual for the identity *and* for its peers.
+A peer reference needs a full day of history first (a nightly job or a
+morning ramp cannot be told from an anomaly before the first cycle); a
+group's tail scale is shrunk toward the whole population's; and hours that
+are extreme for the identity itself are not taught to its peers.
+``Finding.raw`` keeps the detector's own score; the explanation's baseline
+gets a ``calibration`` entry and its reason says how rare the day is.
+``SuiteConfig(calibration=None)`` returns the detectors' own scores.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 from zlib import crc32
 
-from .base import DETECTORS, Finding, Score
+from .base import DETECTORS, Explanation, Finding, Score
 from .baseline import CoreDetector
+from .calibration import MAX_SURPRISE, DayCalibration, TailSketch, score_from_p, sidak_p, surprise_of_score
 from .defaults import DEFAULT_DETECTORS, DEFAULT_MIN_SCORE, MIN_SCORE, load_detectors
-from .peers import PeerBaselines
+from .peers import PeerBaselines, PeerGroup
 
 __all__ = ["SuiteConfig", "DetectorSuite", "build_suite", "SUITE_KINDS"]
 
@@ -68,6 +97,10 @@ class SuiteConfig:
     protect_score : float
         For detectors not derived from :class:`CoreDetector` (no built-in
         protection): events scoring at or above this are not learned.
+    calibration : DayCalibration or None
+        How scores are calibrated to identity-days (see the module
+        docstring); ``None`` keeps the detectors' own per-test scores. A dict
+        overrides fields of the default.
     """
 
     detectors: Mapping[str, list[str]] = field(default_factory=dict)
@@ -75,6 +108,7 @@ class SuiteConfig:
     min_scores: Mapping[str, float] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
     protect_score: float = 99.0
+    calibration: DayCalibration | Mapping[str, Any] | None = DayCalibration()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SuiteConfig":
@@ -117,21 +151,29 @@ class DetectorSuite:
         Detector names, in scoring order.
     """
 
-    __slots__ = ("kind", "names", "classes", "params", "min_scores", "protect_score", "_ids", "_core", "_meta", "_selfprot")
+    __slots__ = ("kind", "names", "classes", "params", "min_scores", "protect_score", "calibration", "_ids", "_core",
+                 "_meta", "_selfprot", "_calkeys", "_rawsur", "_dense")
 
     def __init__(self, kind: str, classes: list[type], params: list[Any], min_scores: list[float],
-                 protect_score: float = 99.0) -> None:
+                 protect_score: float = 99.0, calibration: DayCalibration | None = None) -> None:
         self.kind = kind
+        #: DayCalibration, or None for the detectors' own per-test scores
+        self.calibration = calibration
+        self._calkeys = tuple("calibration." + c.name for c in classes)
         self.classes = tuple(classes)
         self.names = tuple(c.name for c in classes)
         self.params = tuple(params)
         self.min_scores = tuple(min_scores)
         self.protect_score = protect_score
         self._ids = tuple(crc32(n.encode()) & 0xFFFF for n in self.names)
+        if _CAL_ID in self._ids:
+            raise ValueError(f"a detector name hashes to the calibration record's tag: {self.names}")
         self._core = tuple(issubclass(c, CoreDetector) for c in classes)
         # Detectors that protect their own baseline (windows that must see every
         # event, e.g. extraction and drift) learn every event.
         self._selfprot = tuple(bool(getattr(c, "self_protecting", False)) for c in classes)
+        self._rawsur = tuple(bool(getattr(c, "raw_is_surprise", False)) for c in classes)
+        self._dense = tuple(bool(getattr(c, "dense_scores", False)) for c in classes)
         self._meta = tuple(
             (c.name, getattr(c, "entity_type", "user"), getattr(c, "title", "") or c.name,
              tuple(getattr(c, "techniques", ())))
@@ -143,9 +185,10 @@ class DetectorSuite:
 
     # -- state ---------------------------------------------------------------
 
-    def new_state(self) -> list[Any]:
-        """A fresh per-entity state: one detector instance per detector."""
-        return [c(p) if p is not None else c() for c, p in zip(self.classes, self.params)]
+    def new_state(self) -> "SuiteState":
+        """A fresh per-entity state: one detector instance per detector (a list),
+        plus the entity's calibration history (``state.cal``)."""
+        return SuiteState([c(p) if p is not None else c() for c, p in zip(self.classes, self.params)])
 
     def dumps(self, state: list[Any]) -> bytes:
         """Serialise a per-entity state (each detector tagged by a name hash,
@@ -155,9 +198,14 @@ class DetectorSuite:
             blob = det.to_bytes()
             out.append(struct.pack("<HI", self._ids[i], len(blob)))
             out.append(blob)
+        cal = getattr(state, "cal", None)
+        if cal is not None and cal.dets:
+            blob = cal.to_bytes()
+            out.append(struct.pack("<HI", _CAL_ID, len(blob)))
+            out.append(blob)
         return b"".join(out)
 
-    def loads(self, data: bytes) -> list[Any]:
+    def loads(self, data: bytes) -> "SuiteState":
         """Inverse of :meth:`dumps`; detectors missing from ``data`` start fresh."""
         if data[:2] != b"S1":
             raise ValueError("not a detector suite state (bad header)")
@@ -168,7 +216,7 @@ class DetectorSuite:
             o += 6
             blobs[ident] = data[o : o + ln]
             o += ln
-        state = []
+        state = SuiteState()
         for i, c in enumerate(self.classes):
             blob = blobs.get(self._ids[i])
             p = self.params[i]
@@ -176,6 +224,9 @@ class DetectorSuite:
                 state.append(c(p) if p is not None else c())
             else:
                 state.append(c.from_bytes(blob, p))
+        blob = blobs.get(_CAL_ID)
+        if blob is not None:
+            state.cal = _EntityCalibration.from_bytes(blob, self._calkeys, self.calibration or DayCalibration())
         return state
 
     # -- the per-event path ----------------------------------------------------
@@ -194,6 +245,8 @@ class DetectorSuite:
             g = peers.global_
         else:
             g = peers.view(flat)
+        if self.calibration is not None:
+            return self._process_calibrated(state, flat, ts, g)
         scores: list[tuple[int, Score]] | None = None
         mins = self.min_scores
         core = self._core
@@ -214,6 +267,73 @@ class DetectorSuite:
         if scores is None:
             return []
         return [self._finding(i, s, flat, g) for i, s in scores]
+
+    # -- calibrated path ---------------------------------------------------------
+
+    def _process_calibrated(self, state: list[Any], flat: dict[str, Any], ts: float, g: PeerGroup | None) -> list[Finding]:
+        cfg = self.calibration
+        assert cfg is not None
+        cal = getattr(state, "cal", None)
+        if cal is None or cal.dets != self._calkeys:
+            cal = _EntityCalibration(self._calkeys, cfg, old=cal)
+            try:
+                state.cal = cal  # type: ignore[attr-defined]
+            except AttributeError:  # a plain list from an older caller: calibrate without memory
+                pass
+        keys = self._calkeys
+        grp = g
+        while grp is not None:  # a peer reference starts with the group's first event (see _new_peer_sketch)
+            if keys and keys[0] not in grp.stats:
+                for key, dense in zip(keys, self._dense):
+                    grp.stats.setdefault(key, _new_peer_sketch(cfg, ts, dense))
+            grp = grp.parent
+        who = -1  # the entity's hash, computed when needed
+        if int(ts // cfg.block) > cal.hour or int(ts // 86400.0) > cal.day:
+            who = _who(self.kind, flat)
+            cal.advance(ts, g, who, cfg, self._dense)
+        findings: list[Finding] | None = None
+        mins = self.min_scores
+        core = self._core
+        selfprot = self._selfprot
+        rawsur = self._rawsur
+        hs = cal.hs
+        for i, det in enumerate(state):
+            expl: Explanation | None = None
+            if core[i]:
+                s, raw, ctx = det._assess(flat, ts, g)
+            else:
+                sc = det.score_one(flat, ts)
+                s, raw, expl = sc.score, sc.raw, sc.explanation
+            found = None
+            # The surprise -log10 p is only needed for a candidate alert, or to
+            # raise the hour's maximum (scores are monotone in p, bar saturation).
+            if s >= _RAW_GATE or s > hs[i] or s >= 100.0:
+                if core[i]:
+                    r = det._surprise(s, raw, ctx) if s > 0.0 else 0.0
+                else:
+                    r = surprise_of_score(s)
+                    if rawsur[i] and s > 0.0 and raw > r:
+                        r = min(raw, MAX_SURPRISE)
+                if s >= _RAW_GATE:
+                    if who == -1:
+                        who = _who(self.kind, flat)
+                    p, info = cal.p_day(i, r, _judge(keys[i], g, ts, cfg, who), who, cfg, ts, self._dense[i])
+                    score = score_from_p(p)
+                    if score >= mins[i]:
+                        if core[i]:
+                            expl = det._explain(ctx, g)
+                        if expl is not None:
+                            found = (score, raw, _with_calibration(expl, s, p, info))
+                cal.observe(i, s, r, ts)
+            if core[i]:
+                det._learn(flat, ts, g, s, ctx)
+            elif selfprot[i] or s < self.protect_score:
+                det.learn_one(flat, ts)
+            if found is not None:
+                if findings is None:
+                    findings = []
+                findings.append(self._finding(i, Score(found[0], found[1], found[2]), flat, g))
+        return findings or []
 
     def _finding(self, i: int, s: Score, flat: dict[str, Any], g: Any) -> Finding:
         name, etype, title, techniques = self._meta[i]
@@ -260,4 +380,217 @@ def build_suite(kind: str, config: SuiteConfig | Mapping[str, Any] | None = None
         classes.append(cls)
         params.append(_make_params(cls, cfg.params.get(name)))
         mins.append(float(cfg.min_scores.get(name, MIN_SCORE.get(name, cfg.min_score))))
-    return DetectorSuite(kind, classes, params, mins, cfg.protect_score)
+    calib = cfg.calibration
+    if isinstance(calib, Mapping):
+        calib = replace(DayCalibration(), **dict(calib))
+    return DetectorSuite(kind, classes, params, mins, cfg.protect_score, calib)
+
+
+# ---------------------------------------------------------------------------
+# Per-entity calibration history
+# ---------------------------------------------------------------------------
+
+#: A detector score below this (1 in 10 per test) is never calibrated into an alert.
+_RAW_GATE = 90.0
+
+#: Tag of the calibration record in a serialised state (not a detector name hash
+#: collision: detector tags are crc32 & 0xFFFF of names, this one is reserved).
+_CAL_ID = 0xFFFF
+_CAL_HEAD = struct.Struct("<qqB")
+_CAL_DET = struct.Struct("<IffdH")
+
+
+def _who(kind: str, flat: dict[str, Any]) -> int:
+    """The 32-bit hash an entity's hours carry in its peers' sketches (leave-one-out)."""
+    entity = _entity_of(kind, flat)
+    return crc32(entity.encode()) if entity else 0
+
+
+def _judge(key: str, g: PeerGroup | None, ts: float, cfg: DayCalibration,
+           who: int | None = None) -> tuple[TailSketch | None, str | None, float]:
+    """The peer sketch an entity of group ``g`` is judged against: the group's,
+    else the global one; only once it has a day of history and enough hours.
+    With it, the prior scale of its tail: a group's tail scale is shrunk toward
+    the whole population's (the global sketch's, empirical Bayes), the global
+    one toward ``cfg.sigma0``."""
+    grp = g
+    while grp is not None:
+        sk = grp.stats.get(key)
+        if sk is not None and sk.n >= cfg.min_blocks and ts - sk.since >= cfg.maturity:
+            s0 = cfg.sigma0
+            top = grp.parent.stats.get(key) if grp.parent is not None else None
+            if top is not None and top.n >= cfg.min_blocks:
+                s0 = max(cfg.sigma0, top.sigma(who))
+            return sk, grp.name, s0
+        grp = grp.parent
+    return None, None, cfg.sigma0
+
+
+def _teach(key: str, g: PeerGroup | None) -> list[TailSketch]:
+    """The peer sketches an entity's closed hours go to: its group's and the global one."""
+    out = []
+    grp = g
+    while grp is not None:
+        sk = grp.stats.get(key)
+        if sk is not None:
+            out.append(sk)
+        grp = grp.parent
+    return out
+
+
+class SuiteState(list):
+    """A per-entity suite state: the detectors (this list, in suite order) and
+    the entity's calibration history in ``cal``."""
+
+    __slots__ = ("cal",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.cal: _EntityCalibration | None = None
+
+
+def _new_peer_sketch(cfg: DayCalibration, ts: float, dense: bool) -> TailSketch:
+    """A group's reference for one detector. Its history (for ``maturity``) starts
+    with the group's first event, or, for a detector with ``dense_scores`` (one
+    that scores every event once it is warm: volumes, drift), with the first
+    hour it scored anything: while such a detector warms up it sees nothing of
+    the day, and a nightly job it missed must not look new the next night."""
+    return TailSketch(cfg.peer_k, per=cfg.peer_per, sigma0=cfg.sigma0, prior=cfg.prior, half_life=cfg.half_life,
+                      memory=cfg.memory, **({} if dense else {"since": ts}))
+
+
+def _new_own_sketch(cfg: DayCalibration) -> TailSketch:
+    return TailSketch(cfg.own_k, per=cfg.own_k, sigma0=cfg.sigma0, prior=cfg.prior, half_life=cfg.half_life,
+                      memory=cfg.memory)
+
+
+class _EntityCalibration:
+    """One entity's running hour and day maxima of each detector's surprise, and
+    its own past days' largest maxima (a small :class:`TailSketch` per detector)."""
+
+    __slots__ = ("dets", "hour", "day", "hmax", "dmax", "own", "first", "hs")
+
+    def __init__(self, dets: tuple[str, ...], cfg: DayCalibration, old: "_EntityCalibration | None" = None) -> None:
+        self.dets = dets
+        self.hour = -1
+        self.day = -1
+        self.hmax = [0.0] * len(dets)
+        self.dmax = [0.0] * len(dets)
+        #: when each detector first scored anything for this entity
+        self.first = [math.inf] * len(dets)
+        #: the hour's largest raw score per detector (transient: only saves work)
+        self.hs = [0.0] * len(dets)
+        self.own = [_new_own_sketch(cfg) for _ in dets]
+        if old is not None:  # the suite's detectors changed: keep what still applies
+            self.hour, self.day = old.hour, old.day
+            for j, key in enumerate(old.dets):
+                if key in dets:
+                    i = dets.index(key)
+                    self.hmax[i], self.dmax[i], self.own[i] = old.hmax[j], old.dmax[j], old.own[j]
+                    self.first[i] = old.first[j]
+
+    def own_ref(self, i: int, ts: float, dense: bool, cfg: DayCalibration) -> TailSketch | None:
+        """The entity's own days, once they make a reference: a closed day (a full
+        daily cycle of the detector scoring, for a detector with dense scores)."""
+        own = self.own[i]
+        if own.n < 1.0 or (dense and ts - self.first[i] < cfg.maturity):
+            return None
+        return own
+
+    def advance(self, ts: float, g: PeerGroup | None, who: int, cfg: DayCalibration, dense: tuple[bool, ...]) -> None:
+        """Close the hour (teach it to the peers) and the day (keep it) that ``ts`` ends."""
+        h = int(ts // cfg.block)
+        if h > self.hour:
+            if self.hour >= 0:
+                t_end = (self.hour + 1) * cfg.block
+                for i, r in enumerate(self.hmax):
+                    key = self.dets[i]
+                    own = self.own_ref(i, t_end, dense[i], cfg)
+                    if own is not None:
+                        judge, _name, s0 = _judge(key, g, ts, cfg, who)
+                        if judge is not None:
+                            s0 = judge.sigma(who, s0)
+                        if own.tail(r, sigma0=s0) < cfg.protect:
+                            continue  # extreme for the identity itself: not a lesson for its peers
+                    for sk in _teach(key, g):
+                        sk.update(r, t_end, who)
+            self.hour = h
+            self.hmax = [0.0] * len(self.dets)
+            self.hs = [0.0] * len(self.dets)
+        d = int(ts // 86400.0)
+        if d > self.day:
+            if self.day >= 0:
+                t_end = (self.day + 1) * 86400.0
+                for i, r in enumerate(self.dmax):
+                    self.own[i].update(r, t_end)
+            self.day = d
+            self.dmax = [0.0] * len(self.dets)
+
+    def observe(self, i: int, s: float, r: float, ts: float) -> None:
+        """Detector ``i`` scored ``s`` (surprise ``r``) on an event of the current hour."""
+        if s > 0.0 and ts < self.first[i]:
+            self.first[i] = ts
+        if s > self.hs[i]:
+            self.hs[i] = s
+        if r > self.hmax[i]:
+            self.hmax[i] = r
+        if r > self.dmax[i]:
+            self.dmax[i] = r
+
+    def p_day(self, i: int, r: float, ref: tuple, who: int, cfg: DayCalibration, ts: float,
+              dense: bool) -> tuple[float, dict[str, Any]]:
+        """Per-identity-day tail probability of surprise ``r`` of detector ``i``, and what it rests on."""
+        judge, name, s0 = ref
+        if judge is None:
+            return 1.0, {"reference": "none yet (a peer reference needs a day of history)"}
+        p_peer = sidak_p(judge.tail(r, who, s0), cfg.blocks_per_day)
+        info: dict[str, Any] = {"peer_group": name, "peer_hours": round(judge.n, 1),
+                                "p_peers": float(f"{p_peer:.3g}")}
+        own = self.own_ref(i, ts, dense, cfg)
+        p = p_peer
+        if own is not None:
+            p_own = own.tail(r, sigma0=judge.sigma(who, s0))
+            info.update(own_days=round(own.n, 1), p_own=float(f"{p_own:.3g}"))
+            p = max(p, p_own)
+        return p, info
+
+    def to_bytes(self) -> bytes:
+        out = [_CAL_HEAD.pack(self.hour, self.day, len(self.dets))]
+        for key, hm, dm, first, own in zip(self.dets, self.hmax, self.dmax, self.first, self.own):
+            blob = own.to_bytes()
+            out.append(_CAL_DET.pack(crc32(key.encode()), hm, dm, first, len(blob)))
+            out.append(blob)
+        return b"".join(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, dets: tuple[str, ...], cfg: DayCalibration) -> "_EntityCalibration":
+        hour, day, m = _CAL_HEAD.unpack_from(data)
+        o = _CAL_HEAD.size
+        saved: dict[int, tuple[float, float, TailSketch]] = {}
+        for _ in range(m):
+            h32, hm, dm, first, ln = _CAL_DET.unpack_from(data, o)
+            o += _CAL_DET.size
+            own = TailSketch.from_bytes(data[o:o + ln], k=cfg.own_k, per=cfg.own_k, sigma0=cfg.sigma0,
+                                        prior=cfg.prior, half_life=cfg.half_life, memory=cfg.memory)
+            o += ln
+            saved[h32] = (hm, dm, first, own)
+        c = cls(dets, cfg)
+        c.hour, c.day = hour, day
+        for i, key in enumerate(dets):
+            got = saved.get(crc32(key.encode()))
+            if got is not None:
+                c.hmax[i], c.dmax[i], c.first[i], c.own[i] = got
+        return c
+
+
+def _with_calibration(expl: Explanation, raw_score: float, p: float, info: dict[str, Any]) -> Explanation:
+    """The detector's explanation, with what the calibrated score rests on."""
+    one_in = 1.0 / p if p > 0.0 else math.inf
+    info = {"detector_score": round(raw_score, 4), "p_identity_day": float(f"{p:.3g}"), **info}
+    base = dict(expl.baseline) if isinstance(expl.baseline, dict) else {"value": expl.baseline}
+    base["calibration"] = info
+    rare = f"about 1 in {one_in:,.0f}" if one_in < 1e9 else "rarer than 1 in a billion"
+    who = f"its peer group {info['peer_group']!r}" if info.get("peer_group") else "its peers"
+    reason = (f"{expl.reason.rstrip()} For this identity and {who}, an identity-day this unusual "
+              f"comes up {rare} identity-days.")
+    return Explanation(expl.feature, expl.observed, base, expl.peers, expl.window, reason)

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from .base import Explanation, register
 from .baseline import BaselineParams, CoreDetector, WindowedVolume, fmt_amount, num
-from .calibration import poisson_sf
+from .calibration import normal_surprise, poisson_sf
 from .peers import PeerGroup
 from .stats import EWMeanVar
 
@@ -107,6 +107,8 @@ class ApiUsageDetector(CoreDetector):
     entity_type: ClassVar[str] = "api_key"
     title: ClassVar[str] = "Unusual API usage volume"
     techniques: ClassVar[tuple[str, ...]] = ("AML.T0034", "AML.T0024", "T1496")
+    #: Scores every event once warm (the suite's calibration starts its clock when it first does).
+    dense_scores: ClassVar[bool] = True
 
     def __init__(self, params: ApiUsageParams | None = None) -> None:
         super().__init__(params)
@@ -172,6 +174,11 @@ class ApiUsageDetector(CoreDetector):
         if ctx is None:
             ctx = (-1, 0.0, False, tok, rb, err)
         return best, raw, ctx
+
+    def _surprise(self, score: float, raw: float, ctx: Any) -> float:
+        if 0 <= ctx[0] <= 2 and score > 0.0:  # a volume burst: raw is the z of the window total
+            return max(normal_surprise(raw), super()._surprise(score, raw, ctx))
+        return super()._surprise(score, raw, ctx)
 
     def _learn(self, x: dict[str, Any], ts: float, peers: PeerGroup | None, score: float, ctx: Any) -> None:
         prm = self.params

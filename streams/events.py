@@ -169,12 +169,34 @@ class UebaIdentity(_Ecs):
 
 
 class UebaResource(_Ecs):
-    """The resource an access event touched."""
+    """The resource an access event touched.
+
+    ``owner`` is the owner the platform's catalog or secret store records for
+    the resource: an identity (compare with ``user.name``) or, usually, the
+    owning team or group (compare with the actor's ``user.group.name``).
+    """
 
     type: Literal["dataset", "model_artifact", "secret", "bucket", "notebook", "endpoint", "other"] | None = None
     id: Annotated[str, Meta(max_length=4096)] | None = None
     owner: str | None = None
     sensitivity: Literal["public", "internal", "confidential", "restricted"] | None = None
+
+
+class UebaChange(_Ecs):
+    """Change-management context the platform stamps on access to governed
+    resources (training datasets, model artifacts): whether the event falls
+    inside a change window the owning team declared, and the approved change,
+    incident or just-in-time access request that covers it, if any.
+
+    Absent when the platform does not stamp it; rules then make no claim.
+    """
+
+    #: The event time lies in a declared change window of the resource's owning team.
+    in_window: bool | None = None
+    #: Name of that declared window (e.g. ``nlp-weekdays``).
+    window: Annotated[str, Meta(max_length=256)] | None = None
+    #: Approved change, incident or JIT access request covering the action (e.g. ``CHG0031337``).
+    id: Annotated[str, Meta(max_length=256)] | None = None
 
 
 class UebaTransfer(_Ecs):
@@ -236,6 +258,7 @@ class Ueba(_Ecs):
     input: UebaInput | None = None
     gen_ai: UebaGenAi | None = None
     telemetry: UebaTelemetry | None = None
+    change: UebaChange | None = None
     deployment_id: str | None = None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from zlib import crc32
 
 import numpy as np
 import orjson
@@ -22,6 +23,8 @@ from . import catalog as C
 from .world import (
     ACTIONS,
     CATEGORY_BY_TYPE,
+    CHANGE_COMPLIANCE,
+    DAY_MS,
     FP_DIM,
     HOUR_MS,
     NEVER,
@@ -184,11 +187,14 @@ def hour_of_week(t_ms: int) -> int:
 # ---------------------------------------------------------------- documents
 
 
-def access_doc(user, identity, source, ua, action: str, outcome: str, res, transfer) -> dict[str, Any]:
-    """An access event reading/writing resource ``res`` (a shared ``ueba.resource`` dict)."""
+def access_doc(user, identity, source, ua, action: str, outcome: str, res, transfer, change=None) -> dict[str, Any]:
+    """An access event reading/writing resource ``res`` (a shared ``ueba.resource`` dict);
+    ``change`` is the ``ueba.change`` the platform stamps (:meth:`World.change_of`)."""
     ueba = {"identity": identity, "resource": res}
     if transfer is not None:
         ueba["transfer"] = transfer
+    if change is not None:
+        ueba["change"] = change
     return {
         "@timestamp": None,
         "event": {"kind": "event", "category": CATEGORY_BY_TYPE[RES_TYPES.index(res["type"])],
@@ -314,6 +320,27 @@ class HumanTraffic:
         self.barr = np.array([t.back_arrive_ms if t else NEVER for t in trips], dtype=np.int64)
         self.n_src = np.array([len(h.sources) for h in hs])
         self.n_ua = np.array([len(h.uas) for h in hs])
+        self._cover: dict[tuple[int, int], dict[str, Any] | None] = {}
+
+    def cover(self, i: int, t_ms: int) -> dict[str, Any] | None:
+        """The change that covers person ``i`` working outside the change window
+        on the (UTC) day of ``t_ms``: the team's incident for someone on call,
+        else, on most days, a change or just-in-time request they opened (see
+        :data:`~.world.CHANGE_COMPLIANCE`); None when they did not."""
+        day = int(t_ms // DAY_MS)
+        key = (i, day)
+        hit = self._cover.get(key, False)
+        if hit is False:
+            h = self.w.humans[i]
+            seed = self.w.config.seed
+            if h.oncall:
+                hit = self.w.covered(f"INC{crc32(f'{seed}/{h.team}/{day}'.encode()) % 10_000_000:07d}")
+            elif np.random.default_rng([seed, 0xC4A, i, day]).random() < CHANGE_COMPLIANCE:
+                hit = self.w.covered(f"CHG{crc32(f'{seed}/{h.name}/{day}'.encode()) % 10_000_000:07d}")
+            else:
+                hit = None
+            self._cover[key] = hit
+        return hit
 
     def activity(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
         """Expected activity weight per human in the slice, and who is abroad."""
@@ -350,12 +377,15 @@ class HumanTraffic:
             for j, (i, r, t) in enumerate(zip(idx.tolist(), res.tolist(), ts.tolist())):
                 h = hs[i]
                 src = h.trip.source if away_e[j] else h.sources[src_i[j]]
+                change = w.change_of(r, t)
+                if change is not None and not change["in_window"]:
+                    change = self.cover(i, t) or change
                 if failed[j]:
                     doc = access_doc(h.user, h.identity, src, h.uas[ua_i[j]], names[j], "failure",
-                                     resources[r].doc, None)
+                                     resources[r].doc, None, change)
                 else:
                     doc = access_doc(h.user, h.identity, src, h.uas[ua_i[j]], names[j], "success",
-                                     resources[r].doc, transfer_dict(nbytes[j], rows[j], objs[j]))
+                                     resources[r].doc, transfer_dict(nbytes[j], rows[j], objs[j]), change)
                 acc.add(t, "access", doc)
 
         # logins, with the occasional typo first
@@ -390,6 +420,13 @@ class ServiceTraffic:
         self.w = world
         self.profiles = [_workday_profile(s.tz, 0, False, weekend=0.02) for s in world.services]
 
+    def change(self, k: int, r: int, t_ms: int) -> dict[str, Any] | None:
+        """Pipelines run under a standard (pre-approved) change outside the window."""
+        change = self.w.change_of(r, t_ms)
+        if change is not None and not change["in_window"]:
+            return self.w.covered(f"STD-{self.w.services[k].name}")
+        return change
+
     def expected(self, k: int, t0: int, t1: int) -> float:
         """Expected events of service account ``k`` in ``[t0, t1)``."""
         s = self.w.services[k]
@@ -422,7 +459,8 @@ class ServiceTraffic:
             src_i = rng.integers(0, len(s.sources), n).tolist()
             for j, (r, t) in enumerate(zip(res.tolist(), ts.tolist())):
                 acc.add(t, "access", access_doc(s.user, s.identity, s.sources[src_i[j]], s.ua, names[j], "success",
-                                                w.resources[r].doc, transfer_dict(nbytes[j], rows[j], objs[j])))
+                                                w.resources[r].doc, transfer_dict(nbytes[j], rows[j], objs[j]),
+                                                self.change(k, r, t)))
         return acc.batch()
 
 
@@ -736,8 +774,12 @@ class ModelDeploys:
                     sa = self.deployer(m.team)
                     art = next(r for r in self.w.resources if r.type == "model_artifact" and r.id.endswith(f"/{m.id}/model.safetensors"))
                     tw = max(t0, t - 90_000)
+                    change = self.w.change_of(self.w.resources.index(art), tw)
+                    if change is not None and not change["in_window"]:
+                        change = self.w.covered(f"CHG-deploy-{m.id}-{k + 1}")
                     acc.add(tw, "access", access_doc(sa.user, sa.identity, sa.sources[0], sa.ua, "write", "success",
-                                                     art.doc, {"bytes": int(np.exp(m.latency_mu) * 4e7), "objects": 1}))
+                                                     art.doc, {"bytes": int(np.exp(m.latency_mu) * 4e7), "objects": 1},
+                                                     change))
                     acc.add(t, "telemetry", deploy_doc(m, m.version_docs[k + 1], sa.user, f"dep-{m.id}-{k + 1}"))
         return acc.batch()
 

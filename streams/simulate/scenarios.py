@@ -253,7 +253,8 @@ class Planner:
         for r, t, b in zip(res.tolist(), ts.tolist(), nbytes.tolist()):
             rows = b // int(w.res_bpr[r]) if w.res_bpr[r] > 0 else -1
             acc.add(t, "access", access_doc(h.user, h.identity, h.sources[0], h.uas[0], "download", "success",
-                                            w.resources[r].doc, transfer_dict(b, rows, 1 + int(rng.poisson(20)))))
+                                            w.resources[r].doc, transfer_dict(b, rows, 1 + int(rng.poisson(20))),
+                                            w.change_of(r, t)))
         return Scenario(spec, start, int(ts[-1]), [_ent("access", "user.name", h.user["name"])], acc,
                         {"events": n, "total_bytes": int(nbytes.sum())})
 
@@ -283,7 +284,7 @@ class Planner:
                 rows = b // int(w.res_bpr[r]) if w.res_bpr[r] > 0 else -1
                 ua = rclone if rng.random() < 0.5 else h.uas[0]
                 acc.add(t, "access", access_doc(h.user, h.identity, h.sources[0], ua, "download", "success",
-                                                w.resources[r].doc, transfer_dict(b, rows, 1)))
+                                                w.resources[r].doc, transfer_dict(b, rows, 1), w.change_of(r, t)))
                 total += b
             if len(acc.ts) >= per_day * n_days:
                 break
@@ -291,7 +292,8 @@ class Planner:
             for t in (self.A + rng.integers(0, max(1, self.E - self.A - 1), per_day)).tolist():
                 r = pool[int(rng.integers(len(pool)))]
                 acc.add(t, "access", access_doc(h.user, h.identity, h.sources[0], rclone, "download", "success",
-                                                w.resources[r].doc, {"bytes": int(np.exp(w.res_mu[r] + 0.5)), "objects": 1}))
+                                                w.resources[r].doc, {"bytes": int(np.exp(w.res_mu[r] + 0.5)), "objects": 1},
+                                                w.change_of(r, t)))
         return Scenario(spec, min(acc.ts), max(acc.ts), [_ent("access", "user.name", h.user["name"])], acc,
                         {"events": len(acc.ts)})
 
@@ -357,7 +359,7 @@ class Planner:
             rt = w.resources[r].type
             b = int(np.exp(w.res_mu[r] + w.res_sigma[r] * rng.standard_normal()))
             acc.add(t, "access", access_doc(h.user, h.identity, src, ua, "read" if rt == "secret" else "download",
-                                            "success", w.resources[r].doc, {"bytes": b, "objects": 1}))
+                                            "success", w.resources[r].doc, {"bytes": b, "objects": 1}, w.change_of(r, t)))
         km = haversine_km(h.home, place)
         return Scenario(spec, s, t, [_ent("access", "user.name", h.user["name"])], acc,
                         {"distance_km": round(km), "from": h.home[0], "to": place[0], "source_ip": src["ip"]})
@@ -509,7 +511,8 @@ class Planner:
             res = w.resources[r]
             src = new_ip if rng.random() < 0.3 else sa.sources[0]
             acc.add(t, "access", access_doc(sa.user, sa.identity, src, sa.ua, act.get(res.type, "read"), "success",
-                                            res.doc, {"bytes": int(rng.integers(500, 50_000)), "objects": 1}))
+                                            res.doc, {"bytes": int(rng.integers(500, 50_000)), "objects": 1},
+                                            w.change_of(r, t)))
         return Scenario(spec, int(ts[0]), int(ts[-1]), [_ent("access", "user.name", sa.name)], acc,
                         {"new_source_ip": new_ip["ip"]})
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -219,6 +219,56 @@ class World:
     endpoints: list[int]
     human_profile: np.ndarray  # (n_humans, 168) activity weight by UTC hour of week
     team_home: dict[str, tuple]
+    #: team -> its declared change window, (168,) bool by UTC hour of week
+    change_windows: dict[str, np.ndarray] = field(default_factory=dict)
+    #: team -> shared ``ueba.change`` sub-objects (inside, outside the window)
+    change_docs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
+    _covered: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def change_of(self, r: int, t_ms: int) -> dict[str, Any] | None:
+        """The ``ueba.change`` the platform stamps on an access to resource
+        ``r`` at ``t_ms``: governed resources only (datasets, model artifacts),
+        judged against the owning team's declared change window."""
+        res = self.resources[r]
+        if res.type not in GOVERNED:
+            return None
+        inside, outside = self.change_docs[res.owner]
+        return inside if self.change_windows[res.owner][int((t_ms // HOUR_MS + 72) % 168)] else outside
+
+    def covered(self, change_id: str) -> dict[str, Any]:
+        """An out-of-window ``ueba.change`` covered by change (or incident) ``change_id`` (shared)."""
+        doc = self._covered.get(change_id)
+        if doc is None:
+            doc = self._covered[change_id] = {"in_window": False, "id": change_id}
+        return doc
+
+
+#: Resource types under change management: the platform stamps ``ueba.change``
+#: on every access to them.
+GOVERNED = frozenset(("dataset", "model_artifact"))
+
+#: Each team declares, for the training data and models it owns, a change
+#: window on weekdays from 07:00 to 20:00 local time -- in the time zone of
+#: every member, so a team with remote members covers their working day too.
+CHANGE_WINDOW_LOCAL = (7, 20)
+
+#: Share of the days a person works outside the window on which they opened a
+#: change or just-in-time access request for it first (on-call engineers
+#: always work under the incident). The rest is policy drift the training-data
+#: rule reports.
+CHANGE_COMPLIANCE = 0.98
+
+
+def change_window(tzs: Iterable[int]) -> np.ndarray:
+    """(168,) bool by UTC hour of week: weekdays within :data:`CHANGE_WINDOW_LOCAL`
+    local time in any of the time zones ``tzs`` (UTC offsets in hours)."""
+    w = np.zeros(168, dtype=bool)
+    lo, hi = CHANGE_WINDOW_LOCAL
+    for tz in set(tzs):
+        for day in range(5):
+            for h in range(lo, hi):
+                w[(day * 24 + h - tz) % 168] = True  # local hour k is UTC hour k - tz
+    return w
 
 
 def _zipf_cum(n: int, s: float = 1.1) -> np.ndarray:
@@ -378,6 +428,14 @@ def build_world(config: SimulationConfig) -> World:
             pool = pool + tr["secret"][:2]
         k = min(len(pool), int(rng.integers(5, 13)))
         usual = rng.choice(pool, size=k, replace=False)
+        # Cross-team collaboration: some people read a shared (internal) dataset
+        # of another team now and then (its own stream: the draws above stay put).
+        xrng = np.random.default_rng([config.seed, 0xC0 + 1, i])
+        if role in ("data-scientist", "analyst") and xrng.random() < 0.3:
+            shared = [r for t in teams if t != team for r in team_resources[t]["dataset"]
+                      if resources[r].sensitivity == "internal"]
+            if shared:
+                usual = np.append(usual, shared[int(xrng.integers(len(shared)))])
         project = np.array(tr["project"], dtype=np.int64)
         slots = np.concatenate([usual.astype(np.int64), project])
         oncall = role in ("ml-engineer", "platform-admin") and rng.random() < 0.3
@@ -463,11 +521,17 @@ def build_world(config: SimulationConfig) -> World:
             ))
 
     llm_docs = [{"system": s, "operation": {"name": "chat"}, "request": {"model": m}} for m, s in C.LLMS]
+    # Declared change windows: every team covers the working day of each member.
+    tzs: dict[str, set[int]] = {t: {team_home[t][5]} for t in teams}
+    for h in humans:
+        tzs[h.team].add(h.tz)
+    windows = {t: change_window(tzs[t]) for t in teams}
+    change_docs = {t: ({"in_window": True, "window": f"{t}-weekdays"}, {"in_window": False}) for t in teams}
     return World(
         config=config, humans=humans, services=services, keys=keys, models=models, resources=resources,
         llm_docs=llm_docs, prompts=build_prompts(rng), ips=ips, rng=rng, res_type=res_type, res_mu=res_mu,
         res_sigma=res_sigma, res_bpr=res_bpr, team_resources=team_resources, endpoints=endpoints,
-        human_profile=human_profile, team_home=team_home,
+        human_profile=human_profile, team_home=team_home, change_windows=windows, change_docs=change_docs,
     )
 
 

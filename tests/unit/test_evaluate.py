@@ -205,12 +205,17 @@ def test_files_give_the_same_report_as_the_in_memory_run(tmp_path, small, simula
 
 def test_policy_is_applied(tmp_path, small, simulated):
     pol = tmp_path / "policy.yml"
-    noisiest = simulated.noisy[0].source
-    pol.write_text(f"allow: {{rules: ['{noisiest}']}}\n")  # a source switches off its detector/rule
+    # switching off (allow-listing) every source that caught a scenario leaves it undetected
+    row = next(r for r in simulated.scenarios if r.scenario_id == "prompt-injection")
+    assert row.detected and row.alerts > 0
+    sources = sorted(d["source"] for d in row.detectors)
+    pol.write_text("allow: {rules: [" + ", ".join(f"'{s}'" for s in sources) + "]}\n")
     rep = evaluate(settings=Settings(), simulation=small, policy=pol)
     assert rep.run["policy"] == str(pol)
-    assert noisiest not in {n.source for n in rep.noisy}
-    assert rep.totals.false_alerts == simulated.totals.false_alerts - simulated.noisy[0].false_alerts
+    after = next(r for r in rep.scenarios if r.scenario_id == "prompt-injection")
+    assert not after.detected and after.alerts == 0
+    assert rep.totals.alerts <= simulated.totals.alerts - row.alerts
+    assert not {n.source for n in rep.noisy} & set(sources)
 
 
 def test_the_eval_policy_file_is_valid():
@@ -218,6 +223,9 @@ def test_the_eval_policy_file_is_valid():
 
     from streams.policy import Policy
 
+    from detectors.defaults import DEFAULT_MIN_SCORE
+
     pol = Policy.load(Path(__file__).resolve().parents[2] / "deploy" / "policy-eval.yml")
-    assert "adf19aad-f8a6-44da-9b0a-e68ae0d56a2a" in pol.allow.rules
-    assert pol.thresholds.for_source("detector:telemetry_drift", "ueba-telemetry_drift") > 99
+    # nothing is switched off: the calibrated detectors and the context-aware rules all run
+    assert not pol.allow.rules and not pol.allow.identities
+    assert pol.thresholds.for_source("detector:telemetry_drift", "ueba-telemetry_drift") == DEFAULT_MIN_SCORE

@@ -51,3 +51,59 @@ def test_novelty_laplace_prior_and_sensitivity():
 def test_pareto_and_cusum_tails():
     assert pareto_tail(0.9) == 1.0 and pareto_tail(2.0, 4.0) == pytest.approx(1 / 16)
     assert cusum_tail(0.0) == 1.0 and cusum_tail(4.6, 0.5) == pytest.approx(np.exp(-4.6))
+
+
+# --- calibration to identity-days (the suite's re-calibration) -----------------
+
+from detectors.calibration import TailSketch, normal_surprise, sidak_p, surprise_of_score  # noqa: E402
+
+
+def test_normal_surprise_is_exact_far_into_the_tail():
+    for z in (-2.0, 0.0, 1.5, 5.0, 12.0, 24.9, 25.0, 30.0, 37.0):
+        assert normal_surprise(z) == pytest.approx(-stats.norm.logsf(z) / np.log(10), rel=1e-6)
+    assert normal_surprise(100.0) == 300.0  # capped, never inf
+
+
+def test_surprise_of_a_score_and_sidak():
+    assert surprise_of_score(0.0) == 0.0 and surprise_of_score(-5.0) == 0.0
+    assert surprise_of_score(99.0) == pytest.approx(2.0)
+    assert surprise_of_score(100.0) == 15.0  # what a 0-100 score can still tell
+    assert sidak_p(0.01, 1) == pytest.approx(0.01)
+    assert sidak_p(1e-6, 24) == pytest.approx(24e-6, rel=1e-4)
+    assert sidak_p(1.0, 5) == 1.0 and sidak_p(0.0, 5) == 0.0
+
+
+def test_tail_sketch_recovers_an_exponential_tail_and_extrapolates_it():
+    rng = np.random.default_rng(0)
+    sk = TailSketch(k=32, per=32, sigma0=0.5, prior=0.0)
+    for i, v in enumerate(rng.exponential(0.5, 20_000)):
+        sk.update(float(v), 1000.0 + i)
+    for v in (3.0, 4.0, 6.0):  # 6 is beyond every value seen
+        assert sk.tail(v) == pytest.approx(np.exp(-v / 0.5), rel=0.6)
+    assert 1.0 >= sk.tail(1.0) > sk.tail(3.0) > sk.tail(10.0) > 0.0
+    assert TailSketch().tail(5.0) == 1.0  # no data, no claim
+
+
+def test_tail_sketch_leaves_the_identity_out_and_caps_its_share():
+    sk = TailSketch(k=4, per=2, sigma0=1.0)
+    for i in range(200):  # 20 members with ordinary hours
+        sk.update(1.0 + (i % 10) * 0.01, float(i), who=i % 20)
+    for j in range(5):  # one member with enormous ones
+        sk.update(12.0 + j, 300.0 + j, who=99)
+    assert sorted(e[0] for e in sk.top if e[1] == 99) == [15.0, 16.0]  # at most `per` kept, its largest
+    # against its peers, 12 is unheard of; pooled with its own hours it looks ordinary
+    assert sk.tail(12.0, excl=99) < 1e-6 < 1e-3 < sk.tail(12.0)
+    clone = TailSketch.from_bytes(sk.to_bytes(), k=4, per=2, sigma0=1.0)
+    assert clone.tail(12.0, excl=99) == pytest.approx(sk.tail(12.0, excl=99), rel=1e-4)
+    assert clone.n == pytest.approx(sk.n, rel=1e-6)
+    merged = TailSketch(k=4, per=2, sigma0=1.0).merge(sk)
+    assert merged.tail(12.0, excl=99) == pytest.approx(sk.tail(12.0, excl=99), rel=1e-9)
+
+
+def test_tail_sketch_forgets_slowly():
+    sk = TailSketch(k=4, half_life=86400.0, memory=10 * 86400.0)
+    sk.update(9.0, 0.0, who=1)
+    for d in range(1, 12):
+        sk.update(1.0, d * 86400.0, who=2 + d)
+    assert all(e[0] < 9.0 for e in sk.top)  # the old extreme aged out of memory
+    assert sk.n < 3.0  # the sample size decays with the half-life

@@ -375,6 +375,46 @@ def test_signals_of_each_scenario(tiny_run):
     assert len(lat - before) >= 5
 
 
+def test_ownership_and_change_management_context(tiny_run):
+    """The context the ownership and change-window rules read: resource owners
+    are teams, readers carry their team, governed data carries the change
+    window verdict and the change that covers an out-of-window access."""
+    rows, labs = tiny_run
+    secrets = cross_shared = governed = 0
+    outside = covered = 0
+    for kind, f, tag, _ts in rows:
+        if kind != "access" or "ueba.resource.type" not in f:
+            continue
+        rtype, owner = f["ueba.resource.type"], f["ueba.resource.owner"]
+        assert owner and f["user.group.name"]
+        if tag is None and rtype == "secret" and f["event.outcome"] == "success":
+            # benign secret reads: the owning team, or a custodian of the secret store
+            secrets += 1
+            assert owner == f["user.group.name"] or "iam-admin" in f["user.roles"]
+        if tag is None and rtype in ("dataset", "model_artifact") and owner != f["user.group.name"]:
+            # benign cross-team reads exist, but only of shared (internal) data
+            assert f["ueba.resource.sensitivity"] == "internal" and f["event.action"] in ("read", "download", "list", "write")
+            cross_shared += 1
+        if rtype in ("dataset", "model_artifact"):
+            governed += 1
+            assert isinstance(f["ueba.change.in_window"], bool)
+            if f["ueba.change.in_window"]:
+                assert f["ueba.change.window"] == f"{owner}-weekdays" and "ueba.change.id" not in f
+            elif tag is None and f["ueba.identity.type"] == "human":
+                outside += 1
+                covered += "ueba.change.id" in f
+        else:
+            assert "ueba.change.in_window" not in f
+    assert secrets > 50 and cross_shared > 0 and governed > 1000
+    assert outside and covered / outside > 0.9  # most people open a change before working off-window
+    # the insiders read restricted data of other teams, and announce no change
+    for sid in ("exfil-burst", "exfil-slow-drip"):
+        ev = [f for k, f, _ts in _tagged(rows, sid) if k == "access" and f["event.action"] == "download"]
+        foreign = [f for f in ev if f["ueba.resource.owner"] != f["user.group.name"]
+                   and f["ueba.resource.sensitivity"] == "restricted"]
+        assert foreign and not any("ueba.change.id" in f for f in ev)
+
+
 def test_attack_intensity_scales_volume():
     lo = SimulationConfig.preset("tiny", duration="12h", humans=100, warmup=0.1,
                                  scenarios=("password-spraying", "exfil-burst"))
