@@ -34,7 +34,9 @@ bench: install
 	$(VENV)/bin/python -m detectors.bench
 	$(VENV)/bin/python -m rules.bench
 	$(VENV)/bin/python -m streams.simulate.bench
+	$(VENV)/bin/python -m streams.statebench
 	bash deploy/local.sh up && $(VENV)/bin/python -m streams.bench
+	bash deploy/es-emulator.sh up && $(VENV)/bin/python -m streams.sinkbench
 
 clean:
 	bash deploy/local.sh down || true

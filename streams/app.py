@@ -9,19 +9,28 @@ Design choices (see the faust-streaming pitfalls in the README):
 * ``concurrency=1`` on every stateful agent (faust#606), ``at_least_once``,
   and idempotent state updates (``pipeline.InputProcessor``).
 * Each event is guarded on its own, so one bad event never takes down the
-  worker. (``stream.take_events`` is not used: in faust-streaming 0.15.3 it
-  never yields when the app has a Table -- reproduced on the real broker.)
+  worker.
+* Agents take batches (``stream.take_events``) and keep decoded per-identity
+  state in a write-behind cache (``streams.statecache``): each changed key is
+  written to its table once per batch, *before* the batch is acked, so a
+  committed offset never runs ahead of its state. ``take_events`` hands the
+  batch over outside Faust's iteration, where no event is current and a table
+  write would raise "Cannot modify table key from outside of stream iteration"
+  (faust#497); :func:`_enter` makes each event current before its table access.
 * Table keys are bytes (the identity), equal to the message key, so state is
   co-partitioned with the input topic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 from typing import Any, Callable
 
 import faust
+from faust.streams import _current_event
 
 from .errors import EventError
 from .events import STREAM_KINDS, parse_event
@@ -106,7 +115,8 @@ def create_app(
     rules = rules_for(settings)
     bysource_topic = app.topic(t.bysource, schema=schema(), partitions=t.partitions, internal=False)
 
-    async def dead_letter(message: Any, reason: str, detail: str, stage: str) -> None:
+    async def dead_letter(message: Any, reason: str, detail: str, stage: str) -> Any:
+        """Send ``message`` to the dead-letter topic; returns the send's future."""
         dl = DeadLetter(
             value=message.value,
             key=message.key,
@@ -117,72 +127,123 @@ def create_app(
             source_offset=message.offset,
             stage=stage,
         )
-        await dlq_topic.send(key=message.key, value=message.value or b"", headers=dl.headers())
+        fut = await dlq_topic.send(key=message.key, value=message.value or b"", headers=dl.headers())
         METRICS.deadletters.labels(stream=message.topic, reason=reason).inc()
+        return fut
+
+    batch_size = settings.worker.batch_size
+    batch_within = settings.worker.batch_within
+    cache_keys = settings.worker.state_cache_keys
+    caches: list[Any] = []
 
     def make_agent(kind: str, topic_name: str) -> None:
         topic = app.topic(topic_name, schema=schema(), partitions=t.partitions, internal=False)
         table = app.Table(f"state-{kind}", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
         # The "source" processor sees login events re-keyed by source.ip; rules run on the three input streams.
-        processor = InputProcessor(kind, scorer_factory(kind), min_score=min_score, rules=rules if kind != "source" else None)
+        # A batch redelivered onto older state forwards its logins again at new offsets:
+        # the source agent recognises the repeats by their fingerprint.
+        processor = InputProcessor(
+            kind,
+            scorer_factory(kind),
+            min_score=min_score,
+            rules=rules if kind != "source" else None,
+            cache_keys=cache_keys,
+            dedupe=kind == "source",
+        )
+        caches.append(processor.cache)
         events_counter = METRICS.events.labels(stream=kind)
+        processing = METRICS.processing.labels(stream=kind)
         forward_by_source = kind == "access" and settings.worker.scorer == "suite"
         parse_kind = "access" if kind == "source" else kind
+        write = _table_writer(table)
 
         async def score(stream: faust.StreamT) -> None:
-            async for ev in stream.events():
-                message = ev.message
-                events_counter.inc()
-                try:
-                    event = parse_event(parse_kind, message.value, max_bytes=max_bytes)
-                    if kind == "source":
-                        event = source_view(event) or event
-                except EventError as exc:
-                    await dead_letter(message, exc.reason, exc.detail, "decode")
-                    continue
-                try:
-                    result = processor.process(table, event, message.offset)
-                except Exception as exc:  # a bug or odd data must never stop the worker
-                    log.exception("processing %s offset %s failed", topic_name, message.offset)
-                    await dead_letter(message, "processing_error", f"{type(exc).__name__}: {exc}", "process")
-                    continue
-                for alert in result.alerts:
-                    # keyed by entity: the alert agent's state is co-partitioned by entity
-                    await candidates_topic.send(key=f"{alert.entity_type}:{alert.entity}".encode(), value=alert.to_json())
-                if forward_by_source and not result.redelivered:
-                    sv = source_view(event)
-                    if sv is not None:
-                        await bysource_topic.send(key=sv.identity.encode(), value=message.value)
-                METRICS.last_progress.set(time.time())
+            # Batches: state is read through the decoded-state cache, each changed
+            # key is written to the table once per batch, and only then (when the
+            # loop asks for the next batch) does Faust ack the batch's offsets.
+            async for batch in stream.take_events(batch_size, within=batch_within):
+                sends: list[tuple[Any, bytes, bytes]] = []
+                dead: list[tuple[Any, str, str, str]] = []
+                stamps: list[float] = []
+                for ev in batch:
+                    message = ev.message
+                    _enter(ev)
+                    try:
+                        event = parse_event(parse_kind, message.value, max_bytes=max_bytes)
+                        if kind == "source":
+                            event = source_view(event) or event
+                    except EventError as exc:
+                        dead.append((message, exc.reason, exc.detail, "decode"))
+                        continue
+                    try:
+                        result = processor.process(table, event, message.offset, tag=ev)
+                    except Exception as exc:  # a bug or odd data must never stop the worker
+                        log.exception("processing %s offset %s failed", topic_name, message.offset)
+                        dead.append((message, "processing_error", f"{type(exc).__name__}: {exc}", "process"))
+                        continue
+                    stamps.append(event.ts)
+                    for alert in result.alerts:
+                        # keyed by entity: the alert agent's state is co-partitioned by entity
+                        sends.append((candidates_topic, f"{alert.entity_type}:{alert.entity}".encode(), alert.to_json()))
+                    if forward_by_source and not result.redelivered:
+                        sv = source_view(event)
+                        if sv is not None:
+                            sends.append((bysource_topic, sv.identity.encode(), message.value))
+                # State after its outputs were acknowledged, and before the offsets are acked.
+                await _finish_batch(app, sends, dead, dead_letter, lambda: processor.flush(write))
+                events_counter.inc(len(batch))
+                now = time.time()
+                for ts in stamps:
+                    if ts > now - 3600:  # live traffic only, not a backfill
+                        processing.observe(max(0.0, now - ts))
+                METRICS.last_progress.set(now)
 
         app.agent(topic, name=f"score-{kind}", concurrency=1)(score)
 
     entities = app.Table("entities", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
-    alert_processor = AlertProcessor(policy)
+    alert_processor = AlertProcessor(policy, cache_keys=cache_keys)
+    caches.append(alert_processor.cache)
+    write_entities = _table_writer(entities)
 
     async def decide(stream: faust.StreamT) -> None:
-        """Policy, suppression and entity risk, keyed by entity."""
-        async for ev in stream.events():
-            message = ev.message
-            try:
-                candidate = Alert.from_json(message.value)
-                outcome = alert_processor.process(entities, candidate, position=message.offset)
-            except Exception as exc:
-                log.exception("candidate %s offset %s failed", t.candidates, message.offset)
-                await dead_letter(message, "processing_error", f"{type(exc).__name__}: {exc}", "alert")
-                continue
-            if outcome.alert is not None:
-                a = outcome.alert
-                await alerts_topic.send(key=message.key, value=a.to_json())
-                METRICS.alerts.labels(source=a.source).inc()
-                now = time.time()
-                if a.ts > now - 3600:
-                    METRICS.latency.observe(max(0.0, now - a.ts))
-            if outcome.risk_change is not None:
-                await risk_topic.send(key=message.key, value=outcome.risk_change.to_json())
-            METRICS.last_progress.set(time.time())
+        """Policy, suppression and entity risk, keyed by entity (batched like the scorers)."""
+        async for batch in stream.take_events(batch_size, within=batch_within):
+            sends: list[tuple[Any, bytes, bytes]] = []
+            dead: list[tuple[Any, str, str, str]] = []
+            alert_ts: list[float] = []
+            for ev in batch:
+                message = ev.message
+                _enter(ev)
+                try:
+                    candidate = Alert.from_json(message.value)
+                    outcome = alert_processor.process(entities, candidate, position=message.offset, tag=ev)
+                except Exception as exc:
+                    log.exception("candidate %s offset %s failed", t.candidates, message.offset)
+                    dead.append((message, "processing_error", f"{type(exc).__name__}: {exc}", "alert"))
+                    continue
+                if outcome.alert is not None:
+                    a = outcome.alert
+                    sends.append((alerts_topic, message.key, a.to_json()))
+                    alert_ts.append(a.ts)
+                    METRICS.alerts.labels(source=a.source).inc()
+                if outcome.risk_change is not None:
+                    sends.append((risk_topic, message.key, outcome.risk_change.to_json()))
+            await _finish_batch(app, sends, dead, dead_letter, lambda: alert_processor.flush(write_entities))
+            now = time.time()
+            for ts in alert_ts:
+                if ts > now - 3600:
+                    METRICS.latency.observe(max(0.0, now - ts))
+            METRICS.last_progress.set(now)
 
     app.agent(candidates_topic, name="decide", concurrency=1)(decide)
+
+    @app.on_partitions_revoked.connect
+    async def _forget_cached_state(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Faust waited for every taken event to be acked (so every cache is flushed);
+        # the partitions may now move to another worker: the tables are the truth again.
+        for cache in caches:
+            if cache is not None:
+                cache.discard()
 
     for kind, topic_name in t.inputs().items():
         assert kind in STREAM_KINDS
@@ -197,6 +258,53 @@ def create_app(
 
     _add_health(app, stall_seconds=settings.worker.stall_seconds)
     return app
+
+
+async def _finish_batch(
+    app: faust.App, sends: list[tuple[Any, bytes, bytes]], dead: list[tuple[Any, ...]], dead_letter: Callable[..., Any], flush: Callable[[], Any]
+) -> None:
+    """Outputs, then state. If either fails (Kafka unreachable past the producer's
+    retries, a store error), the worker crashes instead of going on: Faust would
+    restart just the agent and skip the batch, while a restarted worker gets the
+    uncommitted batch redelivered."""
+    try:
+        await _deliver(sends, dead, dead_letter)
+        flush()
+    except Exception as exc:
+        log.critical("could not write a batch's outputs or state (%s: %s); stopping the worker so the batch is redelivered", type(exc).__name__, exc)
+        await app.crash(exc)
+        raise
+
+
+async def _deliver(sends: list[tuple[Any, bytes, bytes]], dead: list[tuple[Any, ...]], dead_letter: Callable[..., Any]) -> None:
+    """Send a batch's outputs and wait until Kafka acknowledged every one.
+
+    The batch's state is written only after this returns: a state that survives
+    a crash then never has outputs that were lost, so a redelivered event whose
+    state was applied needs nothing re-sent. (A failure here raises: the agent
+    stops before writing state or acking, and the batch is redelivered.)"""
+    futures = [await topic.send(key=key, value=value) for topic, key, value in sends]
+    for args in dead:
+        futures.append(await dead_letter(*args))
+    if futures:
+        await asyncio.gather(*futures)
+
+
+def _enter(event: Any) -> None:
+    """Make ``event`` Faust's current event in this task: table reads and writes
+    take their partition from it (``stream.take_events`` leaves it unset)."""
+    _current_event.set(weakref.ref(event))
+
+
+def _table_writer(table: Any) -> Callable[[bytes, bytes, Any], None]:
+    """A state-cache writer into a Faust table: the tag is the key's latest event,
+    whose partition the store and the changelog message use."""
+
+    def write(key: bytes, raw: bytes, event: Any) -> None:
+        _current_event.set(weakref.ref(event))
+        table[key] = raw
+
+    return write
 
 
 def _table_size(table: Any) -> int:

@@ -26,6 +26,13 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.processing = Histogram(
+            "ueba_event_processing_seconds",
+            "Seconds from a live event's @timestamp until it was scored and its outputs acknowledged by Kafka",
+            ["stream"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.lag = Gauge("ueba_consumer_lag", "Consumer lag by topic and partition", ["topic", "partition"], registry=r)
         self.table_keys = Gauge("ueba_table_keys", "Keys held in a state table", ["table"], registry=r)
         self.last_progress = Gauge("ueba_last_progress_timestamp", "Unix time of the last processed event", registry=r)

@@ -6,15 +6,20 @@ Per-identity state is an envelope ``[last_position, scorer_state, pending]``:
 
 * ``last_position`` is the Kafka offset (stream) or input line (replay) of the
   last event applied for this identity. A redelivered event (position not
-  greater) never moves the baseline again; instead the alerts recorded for
-  that position in ``pending`` are emitted again with the same ids, so a
-  crash between the state write and the alert write loses nothing and the
-  sinks' ``_id`` makes the repeat a no-op.
+  greater) never moves the baseline again. Its alerts need no replaying: the
+  worker sends a batch's outputs and waits for Kafka to acknowledge them
+  *before* it writes the batch's state, so a state that survived a crash never
+  has outputs that were lost. (A crash before the state write redelivers the
+  batch onto the older state, which recomputes the same alerts with the same
+  ids; the decide agent and the sinks drop the repeats by id.)
+* ``pending`` is no longer written (kept in the wire form for states written
+  by earlier versions).
 * ``scorer_state`` is the detector suite's own compact bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import MutableMapping
@@ -27,14 +32,13 @@ from detectors.base import Finding
 
 from .alerts import Alert, alert_id, context_of, event_fingerprint, severity_of
 from .events import Event
+from .statecache import StateCache
 
 log = logging.getLogger("ueba.pipeline")
 
-#: Alerts of at most this many of an identity's latest alerting events are kept for redelivery...
-PENDING_KEEP = 4
-#: ...and only for this many seconds: Faust commits offsets every second, after which
-#: those events are never redelivered, so the entries would only cost state.
-PENDING_TTL = 120.0
+#: Event fingerprints remembered per key where events can arrive twice at
+#: different offsets (the access-by-source re-keying forwards again on redelivery).
+KEEP_SEEN = 256
 
 
 class EntityScorer(Protocol):
@@ -54,10 +58,24 @@ class _Envelope(msgspec.Struct, array_like=True):
     state: bytes
     # (position, wall-clock time written, alert wire forms)
     pending: list[tuple[int, float, list[bytes]]] = []
+    # 64-bit hashes of recent event fingerprints (only with ``dedupe``)
+    seen: list[int] = []
 
 
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(_Envelope)
+
+
+class _Live:
+    """An envelope with the scorer state decoded (what the state cache holds)."""
+
+    __slots__ = ("last", "state", "pending", "seen")
+
+    def __init__(self, last: int, state: Any, pending: list[tuple[int, float, list[bytes]]], seen: list[int]) -> None:
+        self.last = last
+        self.state = state
+        self.pending = pending
+        self.seen = seen
 
 
 @dataclass(slots=True)
@@ -128,8 +146,8 @@ class InputProcessor:
         min_score: float = 50.0,
         peers: Any = None,
         rules: Any = None,
-        keep_pending: bool = True,
-        clock: Callable[[], float] = time.time,
+        cache_keys: int = 0,
+        dedupe: bool = False,
     ) -> None:
         self.kind = kind
         self.scorer = scorer
@@ -138,32 +156,74 @@ class InputProcessor:
         self.peers = peers if peers is not None else _default_peers()
         #: streams.rulerun.RuleRunner or None
         self.rules = rules
-        # Replay reads a file: nothing is redelivered, so nothing needs keeping.
-        self.keep_pending = keep_pending
-        self.clock = clock
+        #: also recognise an event seen before at another position by its fingerprint
+        self.dedupe = dedupe
+        #: with ``cache_keys`` > 0, decoded states stay in a write-behind cache and
+        #: reach the store only on :meth:`flush` (the caller flushes before it acks)
+        self.cache: StateCache[_Live] | None = StateCache(self._decode, self._encode, max_keys=cache_keys) if cache_keys > 0 else None
 
-    def process(self, store: MutableMapping[bytes, bytes], event: Event, position: int) -> ProcessResult:
+    def _decode(self, raw: bytes) -> _Live:
+        env = _dec.decode(raw)
+        return _Live(env.last, self.scorer.loads(env.state), env.pending, env.seen)
+
+    def _encode(self, live: _Live) -> bytes:
+        return _enc.encode(_Envelope(live.last, self.scorer.dumps(live.state), live.pending, live.seen))
+
+    def flush(self, write: Callable[[bytes, bytes, Any], None]) -> int:
+        """Write the cached states changed since the last flush (no-op without a cache)."""
+        return self.cache.flush(write) if self.cache is not None else 0
+
+    def process(self, store: MutableMapping[bytes, bytes], event: Event, position: int, tag: Any = None) -> ProcessResult:
+        """Score ``event`` (at ``position``) against its identity's state in ``store``.
+
+        With a cache, the new state is kept decoded and written on :meth:`flush`;
+        ``tag`` is handed back to the flush's writer for this key."""
         key = event.identity.encode()
-        raw = store.get(key)
-        if raw is not None:
-            env = _dec.decode(raw)
-            if position <= env.last:
-                # Redelivery after a crash or rebalance: never learn twice.
-                again = [Alert.from_json(b) for pos, _, blobs in env.pending if pos == position for b in blobs]
-                return ProcessResult(alerts=again, redelivered=True)
-            state = self.scorer.loads(env.state)
-            pending = env.pending
+        cache = self.cache
+        if cache is not None:
+            live = cache.get(store, key)
+        else:
+            raw = store.get(key)
+            live = self._decode(raw) if raw is not None else None
+        fp = _h64(event_fingerprint(event.doc)) if self.dedupe else 0
+        if live is not None:
+            if position <= live.last:
+                # Redelivery after a crash or rebalance: never learn twice (its
+                # outputs were acknowledged before this state was written).
+                return ProcessResult(redelivered=True)
+            if self.dedupe and fp in live.seen:
+                # the same event again at a new position (re-sent after a crash): applied already
+                new = _Live(position, live.state, [], live.seen)
+                if cache is not None:
+                    cache.put(key, new, tag)
+                else:
+                    store[key] = self._encode(new)
+                return ProcessResult(redelivered=True)
+            state = live.state
+            seen = live.seen
         else:
             state = self.scorer.new_state()
-            pending = []
-        findings = self.scorer.process(state, event.flat, event.ts, self.peers)
-        alerts = [alert_from_finding(f, event) for f in findings if f.score >= self.min_score]
-        if self.rules is not None:
-            alerts.extend(self.rules.alerts(event))
-        if pending or alerts:
-            now = self.clock()
-            pending = [p for p in pending if now - p[1] < PENDING_TTL]
-            if alerts and self.keep_pending:
-                pending = (pending + [(position, now, [a.to_json() for a in alerts])])[-PENDING_KEEP:]
-        store[key] = _enc.encode(_Envelope(position, self.scorer.dumps(state), pending))
+            seen = []
+        try:
+            findings = self.scorer.process(state, event.flat, event.ts, self.peers)
+            alerts = [alert_from_finding(f, event) for f in findings if f.score >= self.min_score]
+            if self.rules is not None:
+                alerts.extend(self.rules.alerts(event))
+        except BaseException:
+            if cache is not None:
+                # the cached state may be half-updated: unless it holds unflushed
+                # changes of earlier events, fall back to the stored bytes
+                cache.forget(key)
+            raise
+        if self.dedupe:
+            seen = seen[-(KEEP_SEEN - 1) :] + [fp]
+        new = _Live(position, state, [], seen)
+        if cache is not None:
+            cache.put(key, new, tag)
+        else:
+            store[key] = self._encode(new)
         return ProcessResult(alerts=alerts)
+
+
+def _h64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)

@@ -29,6 +29,7 @@ from .feed import kind_of
 from .pipeline import EntityScorer, InputProcessor, source_view
 from .policy import Policy
 from .risk import AlertProcessor, RiskChange
+from .statecache import DEFAULT_MAX_KEYS
 
 log = logging.getLogger("ueba.replay")
 
@@ -91,6 +92,17 @@ def _with_count(first: Alert, update: Alert) -> Alert:
     return Alert(**d)
 
 
+#: records between two flushes of the replay's state caches
+FLUSH_EVERY = 1024
+
+
+def _writer(store: dict[bytes, bytes]) -> Callable[[bytes, bytes, Any], None]:
+    def write(key: bytes, raw: bytes, _tag: Any) -> None:
+        store[key] = raw
+
+    return write
+
+
 class Replayer:
     """Runs events through the pipeline in-process; see the module docstring."""
 
@@ -103,11 +115,18 @@ class Replayer:
         max_event_bytes: int = 262_144,
         rules: Any = None,
         by_source: bool = False,
+        cache_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
-        self.inputs = {k: InputProcessor(k, scorer_factory(k), min_score=min_score, keep_pending=False, rules=rules) for k in STREAM_KINDS}
+        # The same write-behind state caches as the worker (streams.statecache), flushed
+        # every FLUSH_EVERY records and at the end, so replay exercises that path too.
+        self.inputs = {
+            k: InputProcessor(k, scorer_factory(k), min_score=min_score, rules=rules, cache_keys=cache_keys) for k in STREAM_KINDS
+        }
         #: login events re-keyed by source.ip, as the stream's access-by-source topic does
-        self.source = InputProcessor("source", scorer_factory("source"), min_score=min_score, keep_pending=False) if by_source else None
-        self.alert_processor = AlertProcessor(policy)
+        self.source = (
+            InputProcessor("source", scorer_factory("source"), min_score=min_score, cache_keys=cache_keys) if by_source else None
+        )
+        self.alert_processor = AlertProcessor(policy, cache_keys=cache_keys)
         self.state: dict[str, dict[bytes, bytes]] = {k: {} for k in (*STREAM_KINDS, "source")}
         self.entities: dict[bytes, bytes] = {}
         self.max_event_bytes = max_event_bytes
@@ -118,9 +137,19 @@ class Replayer:
         self.risk_changes: list[RiskChange] = []
         self.deadletters: list[dict[str, Any]] = []
 
+    def flush(self) -> None:
+        """Write every cached state into :attr:`state` and :attr:`entities`."""
+        for k, proc in self.inputs.items():
+            proc.flush(_writer(self.state[k]))
+        if self.source is not None:
+            self.source.flush(_writer(self.state["source"]))
+        self.alert_processor.flush(_writer(self.entities))
+
     def feed(self, record: bytes | dict[str, Any], *, stream: str | None = None, source: str = "") -> list[Alert]:
         """Process one record; returns the alerts (new or updated) it caused."""
         self.position += 1
+        if self.position % FLUSH_EVERY == 0:
+            self.flush()
         kind = stream
         if kind is None:
             try:
@@ -179,6 +208,7 @@ class Replayer:
                 self.feed(rec, stream=stream, source=f"{path}:{n}")
                 if progress is not None and n % 5000 == 0:
                     progress(5000)
+        self.flush()
         for k, st in self.state.items():
             if st:
                 self.stats.identities[k] = len(st)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +26,7 @@ import orjson
 
 from .alerts import Alert
 from .policy import Policy
+from .statecache import StateCache
 
 #: Contributions remembered per entity (the top ones are listed in risk changes).
 KEEP_CONTRIBUTIONS = 8
@@ -159,9 +160,27 @@ def risk_score(points: float) -> float:
 class AlertProcessor:
     """Applies the policy to candidate alerts of one entity, keeps its risk."""
 
-    def __init__(self, policy: Policy | None = None) -> None:
+    def __init__(self, policy: Policy | None = None, *, cache_keys: int = 0) -> None:
         self.policy = policy or Policy()
         self._decay = math.log(2) / (self.policy.risk.half_life_hours * 3600.0)
+        #: optional write-behind cache of decoded entity states (see streams.statecache)
+        self.cache: StateCache[EntityState] | None = StateCache(_dec.decode, _enc.encode, max_keys=cache_keys) if cache_keys > 0 else None
+
+    def flush(self, write: Callable[[bytes, bytes, Any], None]) -> int:
+        """Write the cached entity states changed since the last flush."""
+        return self.cache.flush(write) if self.cache is not None else 0
+
+    def _load(self, store: Mapping[bytes, bytes], key: bytes) -> EntityState | None:
+        if self.cache is not None:
+            return self.cache.get(store, key)
+        raw = store.get(key)
+        return _dec.decode(raw) if raw is not None else None
+
+    def _save(self, store: MutableMapping[bytes, bytes], key: bytes, st: EntityState, tag: Any) -> None:
+        if self.cache is not None:
+            self.cache.put(key, st, tag)
+        else:
+            store[key] = _enc.encode(st)
 
     def dropped_reason(self, alert: Alert) -> str | None:
         """Why a candidate is not alerted at all (before any state), or None."""
@@ -178,28 +197,35 @@ class AlertProcessor:
             return "learning"
         return None
 
-    def process(self, store: MutableMapping[bytes, bytes], alert: Alert, position: int | None = None) -> AlertOutcome:
+    def process(self, store: MutableMapping[bytes, bytes], alert: Alert, position: int | None = None, tag: Any = None) -> AlertOutcome:
+        """Apply the policy to one candidate of an entity. A candidate at a
+        position already applied is dropped: the worker sent its outputs, and
+        waited for them, before it wrote this state."""
         reason = self.dropped_reason(alert)
         if reason:
             return AlertOutcome(dropped=reason)
         key = f"{alert.entity_type}:{alert.entity}".encode()
-        raw = store.get(key)
-        st = _dec.decode(raw) if raw is not None else EntityState()
+        st = self._load(store, key)
+        if st is None:
+            st = EntityState()
         if position is not None and position <= st.last:
             return AlertOutcome(dropped="redelivered")
         h = _h64(alert.id)
         if h in st.seen:
             if position is not None:
                 st.last = position
-                store[key] = _enc.encode(st)
+                self._save(store, key, st, tag)
             return AlertOutcome(dropped="duplicate")
+        if self.cache is not None:
+            # _apply mutates in place: work on a copy so a failure leaves the cache clean
+            st = _dec.decode(_enc.encode(st))
         st.seen.append(h)
         if len(st.seen) > KEEP_SEEN:
             del st.seen[0]
         outcome = self._apply(st, alert)
         if position is not None:
             st.last = position
-        store[key] = _enc.encode(st)
+        self._save(store, key, st, tag)
         return outcome
 
     def _apply(self, st: EntityState, alert: Alert) -> AlertOutcome:
@@ -259,10 +285,9 @@ class AlertProcessor:
 
     def current(self, store: MutableMapping[bytes, bytes], entity_type: str, entity: str, ts: float) -> tuple[float, str]:
         """(risk score now, level) of an entity."""
-        raw = store.get(f"{entity_type}:{entity}".encode())
-        if raw is None:
+        st = self._load(store, f"{entity_type}:{entity}".encode())
+        if st is None:
             return 0.0, "low"
-        st = _dec.decode(raw)
         s = risk_score(self._decayed(st, ts))
         return s, self.policy.risk.level_of(s)
 

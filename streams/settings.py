@@ -187,6 +187,26 @@ class WorkerSettings(_Section):
     webhooks_file: Path | None = None
     #: YAML policy: thresholds, allow-lists, suppression, learning mode, risk (streams/policy.py).
     policy_file: Path | None = None
+    #: Events an agent takes per batch, and how long it waits to fill one (seconds).
+    #: Each batch's state changes are written once, before its offsets are acked.
+    batch_size: int = Field(500, ge=1, le=100_000)
+    batch_within: float = Field(0.05, gt=0, le=10)
+    #: Decoded per-identity states kept in memory per agent (least recently used
+    #: beyond this are dropped after a batch; the table keeps everything).
+    state_cache_keys: int = Field(20_000, ge=1)
+
+
+class SinkSettings(_Section):
+    """``ueba sink``: alerts and risk topics -> search engine."""
+
+    #: Records per batch (one bulk request; its offsets are committed together).
+    batch_size: int = Field(1000, ge=1, le=50_000)
+    #: Bulk requests in flight at once (batches still complete and commit in order).
+    max_in_flight: int = Field(2, ge=1, le=16)
+    #: Seconds: Kafka's max.poll.interval for the sink's consumer. The sink keeps
+    #: polling while it holds batches during an engine outage, so this never
+    #: needs to cover an outage; it bounds how long one poll loop may take.
+    max_poll_interval: float = Field(300.0, ge=6.0, le=3600.0)
 
 
 class Settings(BaseSettings):
@@ -201,6 +221,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     search: SearchSettings = SearchSettings()
     worker: WorkerSettings = WorkerSettings()
+    sink: SinkSettings = SinkSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

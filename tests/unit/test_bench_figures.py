@@ -1,0 +1,26 @@
+"""The stream benchmark reads its latency figures from the worker's Prometheus text."""
+
+from streams.bench import p99_from_histogram
+
+TEXT = """# HELP ueba_event_processing_seconds x
+ueba_event_processing_seconds_bucket{stream="access",le="0.1"} 90.0
+ueba_event_processing_seconds_bucket{stream="access",le="1.0"} 100.0
+ueba_event_processing_seconds_bucket{stream="access",le="+Inf"} 100.0
+ueba_event_processing_seconds_bucket{stream="api",le="0.1"} 99.0
+ueba_event_processing_seconds_bucket{stream="api",le="1.0"} 99.0
+ueba_event_processing_seconds_bucket{stream="api",le="+Inf"} 100.0
+ueba_event_to_alert_seconds_bucket{le="0.25"} 3.0
+ueba_event_to_alert_seconds_bucket{le="0.5"} 4.0
+ueba_event_to_alert_seconds_bucket{le="+Inf"} 4.0
+"""
+
+
+def test_p99_sums_label_sets_and_picks_the_first_bucket_holding_99_percent():
+    # 189 of 200 events within 0.1 s (94.5%), 199 within 1 s (99.5%)
+    assert p99_from_histogram(TEXT, "ueba_event_processing_seconds") == (1.0, 200)
+    assert p99_from_histogram(TEXT) == (0.5, 4)
+
+
+def test_p99_of_an_empty_histogram_is_not_a_number():
+    p, n = p99_from_histogram("", "ueba_event_processing_seconds")
+    assert n == 0 and p != p
