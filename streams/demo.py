@@ -3,7 +3,8 @@
 1. starts the local genuine Kafka and OpenSearch (``deploy/local.sh up``),
 2. creates the topics and installs the index templates,
 3. starts a stream worker (a child process, as in production) and the sink,
-4. streams a simulated day of AI-platform traffic with labelled attacks into
+4. streams two simulated days of AI-platform traffic (attacks on the second,
+   once the baselines have a daily cycle) into
    Kafka at a visible pace,
 5. shows a live view (events/s, alerts by scenario and severity, top risky
    entities) and ends with the detection report and where to look.
