@@ -192,11 +192,7 @@ def create_app(
                 # State after its outputs were acknowledged, and before the offsets are acked.
                 await _finish_batch(app, sends, dead, dead_letter, lambda: processor.flush(write))
                 events_counter.inc(len(batch))
-                now = time.time()
-                for ts in stamps:
-                    if ts > now - 3600:  # live traffic only, not a backfill
-                        processing.observe(max(0.0, now - ts))
-                METRICS.last_progress.set(now)
+                METRICS.last_progress.set(_observe_live(processing, stamps))
 
         app.agent(topic, name=f"score-{kind}", concurrency=1)(score)
 
@@ -229,11 +225,7 @@ def create_app(
                 if outcome.risk_change is not None:
                     sends.append((risk_topic, message.key, outcome.risk_change.to_json()))
             await _finish_batch(app, sends, dead, dead_letter, lambda: alert_processor.flush(write_entities))
-            now = time.time()
-            for ts in alert_ts:
-                if ts > now - 3600:
-                    METRICS.latency.observe(max(0.0, now - ts))
-            METRICS.last_progress.set(now)
+            METRICS.last_progress.set(_observe_live(METRICS.latency, alert_ts))
 
     app.agent(candidates_topic, name="decide", concurrency=1)(decide)
 
@@ -288,6 +280,16 @@ async def _deliver(sends: list[tuple[Any, bytes, bytes]], dead: list[tuple[Any, 
         futures.append(await dead_letter(*args))
     if futures:
         await asyncio.gather(*futures)
+
+
+def _observe_live(histogram: Any, stamps: list[float]) -> float:
+    """Seconds from each event time to now into ``histogram``, for live traffic
+    only (not a backfill of old events); returns now."""
+    now = time.time()
+    for ts in stamps:
+        if ts > now - 3600:
+            histogram.observe(max(0.0, now - ts))
+    return now
 
 
 def _enter(event: Any) -> None:

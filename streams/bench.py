@@ -29,7 +29,6 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol

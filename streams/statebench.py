@@ -74,7 +74,6 @@ def rocksdb_figures(values: list[bytes], n: int, batch: int = 10_000) -> dict[st
             db.write(wb)
         db.flush()
         write_s = time.perf_counter() - t0
-        keys = [f"user-{rng.randrange(n):08d}@tenant-0".encode() for _ in range(1)]  # warm
         sample = [rng.randrange(n) for _ in range(50_000)]
         t0 = time.perf_counter()
         found = 0
@@ -82,7 +81,6 @@ def rocksdb_figures(values: list[bytes], n: int, batch: int = 10_000) -> dict[st
             if db.get(f"user-{i:08d}@tenant-{i % 997}".encode()) is not None:
                 found += 1
         read_s = time.perf_counter() - t0
-        del keys
         db.close()
         disk = _du(tmp)
         return {

@@ -21,7 +21,8 @@ at most ``max_keys`` decoded states in memory; the rest stays in the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
+from itertools import islice
 from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
@@ -92,7 +93,7 @@ class StateCache(Generic[V]):
         excess = len(self._live) - self.max_keys
         if excess > 0:
             live = self._live
-            for key in list(_take(live, excess)):
+            for key in list(islice(live, excess)):  # least recently used first
                 del live[key]
         return n
 
@@ -102,21 +103,8 @@ class StateCache(Generic[V]):
             return False
         return self._live.pop(key, None) is not None
 
-    def discard(self, keep: Callable[[Any], bool] | None = None) -> None:
-        """Forget cached values (after a rebalance: the store is the truth again).
-
-        Unflushed changes are dropped too; callers flush first. With ``keep``,
-        only clean entries for which ``keep(key)`` is false are dropped."""
-        if keep is None:
-            self._live.clear()
-            self._dirty.clear()
-            return
-        for key in [k for k in self._live if k not in self._dirty and not keep(k)]:
-            del self._live[key]
-
-
-def _take(it: Iterable[bytes], n: int) -> Iterable[bytes]:
-    for i, key in enumerate(it):
-        if i >= n:
-            return
-        yield key
+    def discard(self) -> None:
+        """Forget every cached value (after a rebalance: the store is the truth
+        again). Unflushed changes are dropped too; callers flush first."""
+        self._live.clear()
+        self._dirty.clear()
