@@ -2,29 +2,41 @@
 
 Engine API (called by the runtime and the CLI)
 ----------------------------------------------
-``RuleSet.load(paths: list[Path | str], *, collect: bool = False) -> RuleSet``
+``RuleSet.load(paths: list[Path | str], *, collect: bool = False, placeholders=None) -> RuleSet``
     Load every ``*.yml``/``*.yaml`` under ``paths`` (files or directories,
-    recursively; ``*.tests.yml`` are test files). Pure. Raises
-    :class:`RuleLoadError` (a ``ValueError``) whose ``.errors`` lists *every*
-    :class:`RuleIssue` (``file``, ``line``, ``message``, ``severity``,
-    ``rule_id``) of the whole set. ``collect=True`` never raises and returns
-    ``(ruleset_of_the_rules_that_loaded, issues)``.
+    recursively; ``*.tests.yml`` are test files, ``*.placeholders.yml``
+    placeholder files). Pure. Raises :class:`RuleLoadError` (a ``ValueError``)
+    whose ``.errors`` lists *every* :class:`RuleIssue` (``file``, ``line``,
+    ``message``, ``severity``, ``rule_id``) of the whole set. ``collect=True``
+    never raises and returns ``(ruleset_of_the_rules_that_loaded, issues)``.
+    ``placeholders``: more placeholder files (see "Placeholders" below).
 ``ruleset.match(event_kind: str, flat: dict, ts: float) -> list[RuleHit]``
     Detection rules matching one event (``Event.kind``, ``Event.flat``,
     ``Event.ts``). Never raises on event content. Rules are partitioned by
     stream (logsource service) and indexed by what they require: an exact
     value of one field or of a pair of fields (``event.action`` +
-    ``ueba.resource.type``), a literal the field must contain (found for all
-    rules at once with Aho-Corasick when ``pyahocorasick`` is installed), or a
-    field that must be present; an event only tries the rules its fields can
-    satisfy (about 6 of 500 in ``python -m rules.bench``).
-``CorrelationEngine(ruleset, *, max_groups=100_000, max_events=10_000)``
-    (semantics, windows and bounds: :mod:`rules.correlation`)
-    ``.process(kind, flat, ts, hits) -> list[RuleHit]`` with the hits of
-    ``match`` for the same event; ``.advance(watermark_ts) -> list[RuleHit]``
-    closes windows of ``lt``/``lte``/``eq``/``neq`` conditions;
-    ``.to_bytes()`` / ``CorrelationEngine.from_bytes(data, ruleset)`` for the
-    state table. Event time only.
+    ``ueba.resource.type``; booleans by their text), a literal the field must
+    contain (found for all rules at once with one RE2 multi-pattern set, or
+    Aho-Corasick), or a field that must be present; a condition that can never
+    hold (``x and not x``) is not indexed at all. An event only tries the rules
+    its fields can satisfy (about 6 of 500 in ``python -m rules.bench``). Each
+    rule's condition is one generated Python function (:mod:`rules.codegen`).
+    ``ruleset.match_rules(...)`` returns the matching rules without building
+    hits (the runtime's path).
+``CorrelationEngine(ruleset, *, max_groups=100_000, max_events=10_000, max_values=10_000, only=None)``
+    (semantics, windows, partitions and bounds: :mod:`rules.correlation`)
+    ``.process(kind, flat, ts, hits, state=None) -> list[RuleHit]`` with the
+    hits of ``match`` for the same event; ``state``: the event's partition-key
+    :class:`~rules.correlation.KeyState` (``.new_state()``, ``.dumps(state) ->
+    bytes``, ``.loads(bytes)``: what the key's envelope stores), or None for
+    the engine's own process-local state (``.advance(watermark_ts)`` closes
+    its windows of ``lt``/``lte``/``eq``/``neq`` conditions; ``.to_bytes()`` /
+    ``CorrelationEngine.from_bytes(data, ruleset)``). Event time only.
+``place(ruleset, partitions=None) -> Placement``
+    Which partition (``access``, ``api``, ``telemetry`` by identity;
+    ``source``: logins by ``source.ip``) keeps each correlation's state, or
+    ``local``; warnings for correlations no partition covers.
+    ``streams.rulerun.RuleRunner`` runs them in the worker and in replay.
 ``RuleHit``
     ``rule_id`` (uuid), ``name``, ``title``, ``description``, ``level``,
     ``tags``, ``falsepositives``, ``rule_type`` (``detection``, a correlation
@@ -43,8 +55,9 @@ Engine API (called by the runtime and the CLI)
 ``ruleset.rule_tests()`` / ``run_rule_tests(ruleset) -> RuleTestReport``
     Embedded ``x_tests`` (see :mod:`rules.testing`); ``report.ok``,
     ``report.text()``. For ``ueba rules test PATH``.
-``validate_paths(paths) -> list[RuleIssue]``
-    For ``ueba rules validate PATH``: errors and warnings, never raises.
+``validate_paths(paths, placeholders=None) -> list[RuleIssue]``
+    For ``ueba rules validate PATH``: errors and warnings (including
+    correlations whose state cannot be partitioned), never raises.
 ``RuleSetHolder(initial)``: ``.current``; ``.reload(paths) -> (swapped, issues)``
     swaps atomically only when the new set has no errors (hot reload).
 
@@ -90,10 +103,35 @@ Matching semantics
   (pySigma's NOT: also true when the field is missing),
   ``|exists``, ``|cased`` follow pySigma, whose modifier classes do the value
   transformation.
-* Unsupported, rejected at load with ``unsupported: ...``: ``|expand``
-  placeholders, timestamp parts on fields other than ``@timestamp``, Sigma
+* ``|expand`` with ``%name%`` placeholders: replaced at load by the values
+  of placeholder files (below); an undefined name is a load error.
+* Unsupported, rejected at load with ``unsupported: ...``: placeholders in
+  ``|re`` values, timestamp parts on fields other than ``@timestamp``, Sigma
   filters, ``action:`` collections, ``timeframe``, extended (string)
   correlation conditions, ``value_percentile``.
+
+Placeholders: the registry of sanctioned models and endpoints
+-------------------------------------------------------------
+Operator-maintained value lists enter rules through Sigma's ``expand``
+modifier: ``url.domain|expand: '%registered_endpoints%'``. The values come
+from placeholder files, YAML with a pySigma pipeline's ``vars`` mapping
+(:mod:`rules.placeholders`): the pack's example values in
+``rules/registry.placeholders.yml``, then every ``*.placeholders.yml`` under
+the rule paths, then files passed explicitly (``placeholders=``); a later
+definition of a name replaces the whole list. The shadow-AI rules read
+``%registered_endpoints%`` (hosts LLM calls may go to) and
+``%registered_models%`` (model ids; the default ``*`` leaves the decision to
+the event's ``ueba.model.registered`` flag). Supply your own registry::
+
+    # /etc/ueba/rules/registry.placeholders.yml
+    vars:
+      registered_endpoints: ['*.ai.corp.example', bedrock-runtime.eu-west-1.amazonaws.com]
+      registered_models: [fraud-v3, 'churn-*']
+
+and put it on the rule paths (``UEBA_WORKER__RULES_PATHS``, with the pack
+directory) or pass it to ``RuleRunner(placeholders=[...])``. The worker
+reloads the rules when the file changes and logs a warning while a
+placeholder still uses the example values.
 
 Custom attributes
 -----------------
@@ -103,7 +141,7 @@ artifact hash seen without a prior announcement event).
 """
 
 from .compiler import DERIVED_FIELDS
-from .correlation import CorrelationEngine
+from .correlation import CorrelationEngine, KeyState, Partition, Placement, place
 from .errors import RuleIssue, RuleLoadError
 from .ruleset import MatchedField, RuleHit, RuleSet, RuleSetHolder, validate_paths
 from .tags import techniques
@@ -112,6 +150,9 @@ from .testing import RuleTestReport, run_rule_tests
 __all__ = [
     "DERIVED_FIELDS",
     "CorrelationEngine",
+    "KeyState",
+    "Partition",
+    "Placement",
     "MatchedField",
     "RuleHit",
     "RuleIssue",
@@ -120,6 +161,7 @@ __all__ = [
     "RuleSetHolder",
     "RuleTestReport",
     "run_rule_tests",
+    "place",
     "techniques",
     "validate_paths",
 ]

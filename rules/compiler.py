@@ -144,9 +144,11 @@ def _merge_parts(s: SigmaString) -> list[Any]:
     out: list[Any] = []
     for p in s.s:
         if isinstance(p, Placeholder):
-            raise UnsupportedError(f"unsupported: placeholder %{p.name}% (expand modifier)")
+            raise UnsupportedError(f"unsupported: placeholder %{p.name}% left unexpanded")
         if isinstance(p, str) and out and isinstance(out[-1], str):
             out[-1] += p
+        elif p is SpecialChars.WILDCARD_MULTI and out and out[-1] is SpecialChars.WILDCARD_MULTI:
+            continue  # ** is *
         elif not (isinstance(p, str) and p == ""):
             out.append(p)
     return out
@@ -340,6 +342,11 @@ class CompiledItem:
     index: tuple[str, frozenset[str]] | None = None  # (field, lowered exact values)
     lit: tuple[str, frozenset[str]] | None = None  # (field, lowered literals one of which it contains)
     line: int = 0
+    #: what :mod:`rules.codegen` may inline instead of calling ``fn`` (same semantics), or None
+    spec: tuple | None = None
+    #: a canonical form of what the item matches (equal signatures match the same
+    #: events), or None when not comparable
+    sig: tuple | None = None
 
     @property
     def pre(self) -> "Prefilter":
@@ -375,6 +382,10 @@ class CompiledItem:
 Prefilter = "list[tuple[str, str, frozenset[str] | None]] | None"
 
 MIN_LITERAL = 3  # shorter literals select too little to index
+
+#: The prefilter of a condition that can never hold (e.g. ``x and not x``, as a
+#: rule reads with the default ``*`` of a registry placeholder): index nowhere.
+NEVER: list = [("", "never", None)]
 
 
 def _literal_of(v: Any) -> str | None:
@@ -418,6 +429,8 @@ class CompiledDetection:
     items: list[Any]  # CompiledItem | CompiledDetection
     any_of: bool
     pre: Any = None  # Prefilter
+    order: list[Any] | None = None  # evaluation order of items (None: as written)
+    sig: tuple | None = None  # see CompiledItem.sig
 
 
 def _field_matcher(fld: str, test: Callable[[Any, Any], bool]) -> Matcher:
@@ -508,6 +521,7 @@ def _fast_compare_matcher(fld: str, values: list[Any], generic: Matcher) -> Matc
             return op(v, n)
         return v is not None and generic(flat, lc)
 
+    fn._spec = ("cmp", c.op.name, fld, n, generic)  # type: ignore[attr-defined]
     return fn
 
 
@@ -522,11 +536,41 @@ def _fast_string_matcher(fld: str, values: list[Any], generic: Matcher) -> Match
     except UnsupportedError:
         return generic
     kinds = {k for k, _ in shapes}
-    if len(kinds) != 1:
-        return generic
+    get = dict.get
+    if len(kinds) != 1 or kinds == {"any"}:
+        if "regex" in kinds:
+            return generic
+        # a mix (e.g. a registry of exact hosts and *.domain suffixes): one test per shape
+        if "any" in kinds:
+            eqs, starts, ends, conts = frozenset(), (), (), ()
+            anything = True
+        else:
+            anything = False
+            eqs = frozenset(p for k, p in shapes if k == "eq")
+            starts = tuple(p for k, p in shapes if k == "startswith")
+            ends = tuple(p for k, p in shapes if k == "endswith")
+            conts = tuple(p for k, p in shapes if k == "contains")
+
+        def fn(flat: dict, lc: dict) -> bool:
+            v = get(flat, fld)
+            if type(v) is str:
+                if anything:
+                    return True
+                low = get(lc, fld)
+                if low is None:
+                    low = lc[fld] = v.lower()
+                if low in eqs or (starts and low.startswith(starts)) or (ends and low.endswith(ends)):
+                    return True
+                for p in conts:
+                    if p in low:
+                        return True
+                return False
+            return v is not None and generic(flat, lc)
+
+        fn._spec = ("str", "mixed", fld, (anything, eqs, starts, ends, conts), generic)  # type: ignore[attr-defined]
+        return fn
     kind = kinds.pop()
     pats = tuple(p for _, p in shapes)
-    get = dict.get
 
     if kind == "eq":
         if len(pats) == 1:
@@ -541,6 +585,7 @@ def _fast_string_matcher(fld: str, values: list[Any], generic: Matcher) -> Match
                     return low == pat
                 return v is not None and generic(flat, lc)
 
+            fn._spec = ("str", "eq", fld, pat, generic)  # type: ignore[attr-defined]
             return fn
         pset = frozenset(pats)
 
@@ -553,6 +598,7 @@ def _fast_string_matcher(fld: str, values: list[Any], generic: Matcher) -> Match
                 return low in pset
             return v is not None and generic(flat, lc)
 
+        fn._spec = ("str", "in", fld, pset, generic)  # type: ignore[attr-defined]
         return fn
     if kind == "contains":
 
@@ -568,6 +614,7 @@ def _fast_string_matcher(fld: str, values: list[Any], generic: Matcher) -> Match
                 return False
             return v is not None and generic(flat, lc)
 
+        fn._spec = ("str", "contains", fld, pats, generic)  # type: ignore[attr-defined]
         return fn
     if kind in ("startswith", "endswith"):
         starts = kind == "startswith"
@@ -581,6 +628,7 @@ def _fast_string_matcher(fld: str, values: list[Any], generic: Matcher) -> Match
                 return low.startswith(pats) if starts else low.endswith(pats)
             return v is not None and generic(flat, lc)
 
+        fn._spec = ("str", kind, fld, pats, generic)  # type: ignore[attr-defined]
         return fn
     return generic
 
@@ -628,6 +676,7 @@ def compile_item(item: SigmaDetectionItem, key: str) -> CompiledItem:
     required: frozenset[str] = frozenset()
     index = None
     lit = None
+    spec: tuple | None = None
 
     if fld is None:
         if any(not isinstance(v, (SigmaString, SigmaExpansion, SigmaRegularExpression)) for v in values):
@@ -664,6 +713,8 @@ def compile_item(item: SigmaDetectionItem, key: str) -> CompiledItem:
             v = flat.get(fld)
             return v is None or v == []
 
+        spec = ("null", fld)
+
     elif any(isinstance(v, SigmaNull) for v in values):
         # field: [null, 'x'] = missing or 'x'
         rest = [v for v in values if not isinstance(v, SigmaNull)]
@@ -686,6 +737,8 @@ def compile_item(item: SigmaDetectionItem, key: str) -> CompiledItem:
             present = (v is not None and v != []) or (derived and fld not in flat)
             return present is want
 
+        if not derived:
+            spec = ("exists", fld, want)
         if want and not derived:
             required = frozenset((fld,))
     elif all(isinstance(v, SigmaFieldReference) for v in values):
@@ -734,20 +787,51 @@ def compile_item(item: SigmaDetectionItem, key: str) -> CompiledItem:
         if fld not in DERIVED_FIELDS:
             required = frozenset((fld,))
             if not all_of or len(values) == 1:
-                if all(_is_plain_eq(v) for v in values):
-                    index = (fld, frozenset("".join(v.s).lower() for v in values))
+                if all(_is_plain_eq(v) or isinstance(v, SigmaBool) for v in values):
+                    # a boolean matches true/false and the strings "true"/"false": its text
+                    index = (fld, frozenset(
+                        ("true" if v.boolean else "false") if isinstance(v, SigmaBool) else "".join(v.s).lower()
+                        for v in values
+                    ))
             if index is None and all(isinstance(v, (SigmaString, SigmaExpansion)) for v in values):
                 lits = item_literals(values, all_of)
                 if lits:
                     lit = (fld, lits)
 
+    if spec is None:
+        spec = getattr(fn, "_spec", None)
+    if spec is None:
+        spec = ("call", fn)
     if item.negated:
         inner_fn = fn
         fn = lambda flat, lc: not inner_fn(flat, lc)  # noqa: E731
+        spec = ("not", spec)
         required = frozenset()
         index = None
         lit = None
-    return CompiledItem(fn=fn, key=key, field=fld, values=reprs, required=required, index=index, lit=lit)
+    sig = None
+    if fld is not None:
+        vs = [_value_sig(v) for v in values]
+        if all(x is not None for x in vs):
+            sig = ("item", fld, all_of, bool(item.negated), tuple(vs))
+    return CompiledItem(fn=fn, key=key, field=fld, values=reprs, required=required, index=index, lit=lit, spec=spec, sig=sig)
+
+
+def _value_sig(v: Any) -> tuple | None:
+    """What a value matches, canonically (None: not compared)."""
+    if isinstance(v, SigmaString):
+        try:
+            parts = _merge_parts(v)
+        except UnsupportedError:
+            return None
+        return (type(v).__name__, tuple(p if isinstance(p, str) else p.name for p in parts))
+    if isinstance(v, (SigmaNumber, SigmaBool)):
+        return (type(v).__name__, repr(v.number if isinstance(v, SigmaNumber) else v.boolean))
+    if isinstance(v, SigmaNull):
+        return ("SigmaNull",)
+    if isinstance(v, SigmaExists):
+        return ("SigmaExists", bool(v.exists))
+    return None
 
 
 def _norm_ref(v: Any) -> str | None:
@@ -803,6 +887,8 @@ MAX_COMPOUND = 64  # most value pairs a two-field index entry may expand to
 
 
 def _and_pre(pres: list[Any]) -> Any:
+    if any(p is NEVER for p in pres):
+        return NEVER
     cands = [p for p in pres if p is not None]
     if not cands:
         return None
@@ -820,6 +906,9 @@ def _and_pre(pres: list[Any]) -> Any:
 
 
 def _or_pre(pres: list[Any]) -> Any:
+    if pres and all(p is NEVER for p in pres):
+        return NEVER
+    pres = [p for p in pres if p is not NEVER]
     if not pres or any(p is None for p in pres):
         return None
     merged: dict[tuple[str, str], frozenset[str] | None] = {}
@@ -851,11 +940,13 @@ def compile_detection(det: SigmaDetection, items: list[Any]) -> CompiledDetectio
     # Cheapest first for AND: items carrying an index/required field fail fast.
     fns = [c.fn for c in items]
     pres = [c.pre for c in items]
+    sigs = [c.sig for c in items]
     return CompiledDetection(
         fn=_combine(fns, any_of),
         items=items,
         any_of=any_of,
         pre=_or_pre(pres) if any_of else _and_pre(pres),
+        sig=("det", any_of, tuple(sigs)) if all(x is not None for x in sigs) else None,
     )
 
 
@@ -874,6 +965,7 @@ def reorder_for_prefilter(det: CompiledDetection, late: set[str]) -> None:
     else:
         items = sorted(det.items, key=lambda c: isinstance(c, CompiledItem) and c.field in late)
         det.fn = _combine([c.fn for c in items], False)
+        det.order = items
 
 
 # --- conditions -----------------------------------------------------------------------
@@ -889,14 +981,15 @@ class CompiledCondition:
 def compile_condition(tree: Any, detections: dict[str, CompiledDetection], all_names: list[str]) -> CompiledCondition:
     used: set[str] = set()
 
-    def walk(node: Any) -> tuple[Matcher, Any]:
+    def walk(node: Any) -> tuple[Matcher, Any, Any]:
+        """(matcher, prefilter, signature of what it matches or None)."""
         if isinstance(node, ConditionIdentifier):
             name = node.identifier
             if name not in detections:
                 raise ValueError(f"condition references undefined detection {name!r}")
             used.add(name)
             d = detections[name]
-            return d.fn, d.pre
+            return d.fn, d.pre, d.sig
         if isinstance(node, ConditionSelector):
             pattern = node.pattern
             rx = re.compile(".*" if pattern == "them" else pattern.replace("*", ".*"))
@@ -904,73 +997,86 @@ def compile_condition(tree: Any, detections: dict[str, CompiledDetection], all_n
             if not names:
                 raise ValueError(f"selector '{node.args[0]} of {pattern}' matches no detection")
             subs = [walk(ConditionIdentifier([n])) for n in names]
+            if len(subs) == 1:
+                return subs[0]
             any_of = node.cond_class is ConditionOR
             fns = [s[0] for s in subs]
             pres = [s[1] for s in subs]
-            return _combine(fns, any_of), (_or_pre(pres) if any_of else _and_pre(pres))
+            return _combine(fns, any_of), (_or_pre(pres) if any_of else _and_pre(pres)), None
         if isinstance(node, ConditionNOT):
-            f, _ = walk(node.args[0])
-            return (lambda flat, lc: not f(flat, lc)), None
+            f, _, sig = walk(node.args[0])
+            return (lambda flat, lc: not f(flat, lc)), None, (("not", sig) if sig is not None else None)
         if isinstance(node, (ConditionAND, ConditionOR)):
             subs = [walk(a) for a in node.args]
             any_of = isinstance(node, ConditionOR)
             fns = [s[0] for s in subs]
             pres = [s[1] for s in subs]
-            return _combine(fns, any_of), (_or_pre(pres) if any_of else _and_pre(pres))
+            if any_of:
+                return _combine(fns, True), _or_pre(pres), None
+            sigs = {s[2] for s in subs if s[2] is not None}
+            if any(("not", x) in sigs for x in sigs):
+                # "x and not x": never true (the matcher stays exact; only the index skips it)
+                return _combine(fns, False), NEVER, None
+            return _combine(fns, False), _and_pre(pres), None
         if isinstance(node, ConditionItem):
             raise UnsupportedError(f"unsupported: condition construct {type(node).__name__}")
         raise UnsupportedError(f"unsupported: condition element {node!r}")
 
-    fn, pre = walk(tree)
+    fn, pre, _ = walk(tree)
     return CompiledCondition(fn=fn, pre=pre, used=used)
 
 
-def explain_condition(tree: Any, detections: dict[str, CompiledDetection], all_names: list[str], flat: dict, lc: dict) -> list[tuple[str, str, str | None, Any, list[str]]]:
+def explain_plan(tree: Any, all_names: list[str]) -> list[str]:
+    """The detections :func:`explain_condition` examines, in order: those the
+    condition references other than under a NOT (computed once per rule)."""
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, ConditionNOT):
+            return
+        if isinstance(node, ConditionIdentifier):
+            out.append(node.identifier)
+        elif isinstance(node, ConditionSelector):
+            pattern = node.pattern
+            rx = re.compile(".*" if pattern == "them" else pattern.replace("*", ".*"))
+            out.extend(n for n in all_names if rx.fullmatch(n) and (pattern.startswith("_") or not n.startswith("_")))
+        elif isinstance(node, (ConditionAND, ConditionOR)):
+            for a in node.args:
+                walk(a)
+
+    walk(tree)
+    return out
+
+
+def explain_condition(
+    tree: Any, detections: dict[str, CompiledDetection], all_names: list[str], flat: dict, lc: dict, plan: list[str] | None = None
+) -> list[tuple[str, str, str | None, Any, list[str]]]:
     """Positive evidence for a match: (selection, item key, field, event value, rule values).
 
     Only selections that are true and not under a NOT are reported. Runs on
-    hits only, so it may be slow.
+    hits only. ``plan``: :func:`explain_plan` of ``tree``, when cached.
     """
     out: list[tuple[str, str, str | None, Any, list[str]]] = []
 
-    def names_of(node: Any) -> list[str]:
-        if isinstance(node, ConditionIdentifier):
-            return [node.identifier]
-        if isinstance(node, ConditionSelector):
-            pattern = node.pattern
-            rx = re.compile(".*" if pattern == "them" else pattern.replace("*", ".*"))
-            return [n for n in all_names if rx.fullmatch(n) and (pattern.startswith("_") or not n.startswith("_"))]
-        return []
-
     def items_of(name: str, det: CompiledDetection) -> None:
         for it in det.items:
-            if isinstance(it, CompiledDetection):
+            if type(it) is CompiledDetection:
                 if it.fn(flat, lc):
                     items_of(name, it)
                     if det.any_of:
                         return
             elif it.fn(flat, lc):
                 f, v = it.witness(flat, lc)
-                if isinstance(v, str) and len(v) > 512:
+                if type(v) is str and len(v) > 512:
                     v = v[:512] + "..."
                 out.append((name, it.key, f, v, it.values))
                 if det.any_of:
                     return
 
-    def walk(node: Any) -> None:
-        if isinstance(node, ConditionNOT):
-            return
-        if isinstance(node, (ConditionIdentifier, ConditionSelector)):
-            for n in names_of(node):
-                d = detections[n]
-                if d.fn(flat, lc):
-                    items_of(n, d)
-            return
-        if isinstance(node, (ConditionAND, ConditionOR)):
-            for a in node.args:
-                walk(a)
-
-    walk(tree)
+    for n in plan if plan is not None else explain_plan(tree, all_names):
+        d = detections[n]
+        if d.fn(flat, lc):
+            items_of(n, d)
     return out
 
 
@@ -985,6 +1091,7 @@ __all__ = [
     "compile_detection",
     "compile_item",
     "explain_condition",
+    "explain_plan",
     "string_shape",
     "value_pred",
 ]

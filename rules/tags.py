@@ -11,6 +11,7 @@ A tactic tag without a technique tag yields ``(framework, "", tactic)``.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 #: ATT&CK Enterprise tactics (names as in the ATT&CK STIX data, shortname form).
 ATTACK_TACTICS: dict[str, str] = {
@@ -44,7 +45,23 @@ def _tactic_name(name: str) -> str | None:
 
 
 def techniques(tags: list[str] | tuple[str, ...]) -> list[Technique]:
-    """Technique references of a rule's tags, in tag order, without duplicates."""
+    """Technique references of a rule's tags, in tag order, without duplicates
+    (cached per tag tuple: alerts of one rule ask again and again)."""
+    return list(_techniques_cached(tuple(tags)))
+
+
+@lru_cache(maxsize=4096)
+def technique_ids(tags: tuple[str, ...]) -> tuple[str, ...]:
+    """The technique ids of a rule's tags: ``("T1110.003", "AML.T0051")`` (cached)."""
+    return tuple(t for _, t, _ in _techniques_cached(tuple(tags)) if t)
+
+
+@lru_cache(maxsize=4096)
+def _techniques_cached(tags: tuple[str, ...]) -> tuple[Technique, ...]:
+    return tuple(_techniques(tags))
+
+
+def _techniques(tags: list[str] | tuple[str, ...]) -> list[Technique]:
     attack_tactic: str | None = None
     atlas_tactic: str | None = None
     for tag in tags:

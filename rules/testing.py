@@ -9,8 +9,10 @@ In the rule itself (a custom top-level key; Sigma allows custom attributes)::
       nomatch:  [ {event}, ... ]     # each must not
 
 For correlation rules and ``x_ueba_stateful`` rules a case is a *list* of
-events (a sequence fed in order to a fresh :class:`CorrelationEngine`); the
+events (a sequence fed in order through the stream's partitions, with fresh
+state: :class:`~rules.correlation.Correlator`, as the worker runs them); the
 case passes if the rule fires at least once (``match``) or never (``nomatch``).
+Windows still open after the last event are closed as if time moved on.
 
 Or, in a sibling file named ``<anything>.tests.yml`` in the same directories,
 a mapping from rule id (or ``name``) to the same ``match``/``nomatch`` lists.
@@ -141,11 +143,11 @@ def iter_rule_tests(rs: "RuleSet") -> Iterator[RuleTestCase]:
 
 
 def run_case(rs: "RuleSet", case: RuleTestCase) -> tuple[bool, str]:
-    """(passed, reason). Runs the real matching path, index included."""
-    from .correlation import CorrelationEngine
-
+    """(passed, reason). Runs the real matching path, index included; sequences
+    run through the stream's partitions (:class:`~rules.correlation.Correlator`:
+    per-key state, logins re-keyed by source.ip), as the worker does."""
     default_kind = _default_kind(rs, case.rule_id)
-    engine = CorrelationEngine(rs) if case.sequence else None
+    corr = _Partitioned(rs) if case.sequence else None
     fired_at: int | None = None
     for i, ev in enumerate(case.events):
         if not isinstance(ev, dict):
@@ -154,23 +156,63 @@ def run_case(rs: "RuleSet", case: RuleTestCase) -> tuple[bool, str]:
         flat = event_flat(ev)
         ts = _ts_of(ev, i)
         hits = rs.match(kind, flat, ts)
-        if engine is not None:
-            hits = hits + engine.process(kind, flat, ts, hits)
+        if corr is not None:
+            hits = hits + corr.feed(kind, flat, ts)
             fired = any(h.rule_id == case.rule_id and h.rule_type != "detection" for h in hits)
         else:
             fired = any(h.rule_id == case.rule_id for h in hits)
         if fired and fired_at is None:
             fired_at = i
-    if engine is not None and fired_at is None:
+    if corr is not None and fired_at is None:
         last = max((_ts_of(e, i) for i, e in enumerate(case.events)), default=DEFAULT_TS)
-        closing = engine.advance(last + 10 * 365 * 86400)
-        if any(h.rule_id == case.rule_id for h in closing):
+        if any(h.rule_id == case.rule_id for h in corr.close(last + 10 * 365 * 86400)):
             fired_at = len(case.events)
     if case.expect_match and fired_at is None:
         return False, "expected the rule to fire, it did not"
     if not case.expect_match and fired_at is not None:
         return False, f"expected no hit, the rule fired on event {fired_at}"
     return True, ""
+
+
+class _Partitioned:
+    """The worker's correlation path for a test sequence: each event goes to its
+    stream's partition under its identity, and a login also to the by-source
+    partition under its source.ip; every key keeps its own state."""
+
+    def __init__(self, rs: "RuleSet") -> None:
+        from .correlation import Correlator
+
+        self.cor = Correlator(rs)
+        self.states: dict[tuple[str, str, str], Any] = {}
+
+    def feed(self, kind: str, flat: dict[str, Any], ts: float) -> list[Any]:
+        from streams.events import identity_of
+
+        cor = self.cor
+        out: list[Any] = []
+        for p in cor.partitions:
+            if p.kind != kind:
+                continue
+            if p.name == kind:
+                key = str(identity_of(kind, flat) or "")
+            else:
+                v = flat.get(p.key)
+                if p.name not in cor.engines or v is None or v == "" or (p.accepts is not None and not p.accepts(flat)):
+                    continue
+                key = str(v)
+            slot = (p.name, kind, key)
+            ids = [r.meta.id for r in cor.match(p.name, kind, flat, ts)]
+            hits, self.states[slot] = cor.correlate(p.name, kind, flat, ts, ids, self.states.get(slot))
+            out.extend(hits)
+        return out
+
+    def close(self, watermark: float) -> list[Any]:
+        out: list[Any] = []
+        for (part, kind, _), st in self.states.items():
+            out.extend(self.cor.close(part, kind, watermark, st)[0])
+        if self.cor.local is not None:
+            out.extend(self.cor.local.advance(watermark))
+        return out
 
 
 def run_rule_tests(rs: "RuleSet") -> RuleTestReport:

@@ -1,22 +1,31 @@
-"""The Faust worker: one stateful agent per input stream.
+"""The Faust worker: one stateful batch handler per input stream.
 
 Design choices (see the faust-streaming pitfalls in the README):
 
+* Faust runs the consumer group, partition assignment, offset commits, the
+  changelog-backed tables and their recovery, the producer, rebalances and the
+  web server. The per-message hand-off to agents (two tasks, a queue, an event
+  and sensors per message: ~170 us, a ceiling near 6,000 messages/s) is
+  replaced for the scored topics by :mod:`streams.batchdrain`, which hands each
+  fetched batch of a topic to its handler as one list and acks it after the
+  handler returned.
 * Values and keys are read as raw bytes and decoded by :func:`parse_event`,
   so a value that does not decode is *our* error to route: it goes to the
   dead-letter topic with its reason instead of being logged and skipped by
   Faust's ``on_value_decode_error``.
-* ``concurrency=1`` on every stateful agent (faust#606), ``at_least_once``,
-  and idempotent state updates (``pipeline.InputProcessor``).
+* One handler per topic, run inline by the consumer's drain loop: batches of
+  a topic are processed one at a time, in order (the ``concurrency=1`` of
+  faust#606), ``at_least_once``, and idempotent state updates
+  (``pipeline.InputProcessor``).
 * Each event is guarded on its own, so one bad event never takes down the
   worker.
-* Agents take batches (``stream.take_events``) and keep decoded per-identity
-  state in a write-behind cache (``streams.statecache``): each changed key is
-  written to its table once per batch, *before* the batch is acked, so a
-  committed offset never runs ahead of its state. ``take_events`` hands the
-  batch over outside Faust's iteration, where no event is current and a table
-  write would raise "Cannot modify table key from outside of stream iteration"
-  (faust#497); :func:`_enter` makes each event current before its table access.
+* Decoded per-identity state lives in a write-behind cache
+  (``streams.statecache``). Per batch: score; send the outputs and wait for
+  Kafka's acknowledgement; write each changed key to its table once; then ack
+  the offsets. A committed offset never runs ahead of its state, and a state
+  that survives a crash never has lost outputs.
+* Tables take their partition from Faust's *current event* (faust#497): the
+  reader and writer make one from the message whose key they touch.
 * Table keys are bytes (the identity), equal to the message key, so state is
   co-partitioned with the input topic.
 """
@@ -26,12 +35,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from typing import Any, Callable
 
 import faust
-from faust.streams import _current_event
 
+from . import batchdrain
 from .errors import EventError
 from .events import STREAM_KINDS, parse_event
 from .kafka import DeadLetter
@@ -51,7 +59,7 @@ def rules_for(settings: Settings) -> Any:
         return None
     from .rulerun import RuleRunner
 
-    return RuleRunner(settings.worker.rules_paths or None)
+    return RuleRunner(settings.worker.rules_paths or None, placeholders=settings.worker.rules_placeholders or None)
 
 
 def scorer_factory_for(settings: Settings) -> Callable[[str], EntityScorer]:
@@ -92,12 +100,20 @@ def create_app(
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1000,
+        # one fetched batch is at most this many messages (streams.batchdrain)
+        broker_max_poll_records=settings.worker.batch_size,
         broker_commit_interval=1.0,
         producer_acks=-1,
         table_cleanup_interval=60.0,
+        # No standby replicas: with them, a worker that took over partitions from one
+        # that left during a rebalance lost changelog records the standby had not
+        # applied (suppression counts reset, alerts missing; cf. faust-streaming#212),
+        # in 2 of 3 runs of test_workers_joining_and_leaving_mid_stream. Without them
+        # the new owner recovers from the changelog itself: slower failover, exact state.
+        table_standby_replicas=0,
     )
     conf.update(faust_overrides)
-    app = faust.App(settings.worker.app_id, **conf)
+    app = batchdrain.BatchApp(settings.worker.app_id, **conf)
     max_bytes = settings.worker.max_event_bytes
     min_score = settings.worker.min_score
     scorer_factory = scorer_factory or scorer_factory_for(settings)
@@ -131,22 +147,21 @@ def create_app(
         METRICS.deadletters.labels(stream=message.topic, reason=reason).inc()
         return fut
 
-    batch_size = settings.worker.batch_size
-    batch_within = settings.worker.batch_within
     cache_keys = settings.worker.state_cache_keys
     caches: list[Any] = []
 
-    def make_agent(kind: str, topic_name: str) -> None:
+    def make_handler(kind: str, topic_name: str) -> None:
         topic = app.topic(topic_name, schema=schema(), partitions=t.partitions, internal=False)
         table = app.Table(f"state-{kind}", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
-        # The "source" processor sees login events re-keyed by source.ip; rules run on the three input streams.
+        # The "source" processor sees login events re-keyed by source.ip and runs the rule
+        # correlations grouped by source.ip (password spraying); the others run their stream's rules.
         # A batch redelivered onto older state forwards its logins again at new offsets:
         # the source agent recognises the repeats by their fingerprint.
         processor = InputProcessor(
             kind,
             scorer_factory(kind),
             min_score=min_score,
-            rules=rules if kind != "source" else None,
+            rules=rules,
             cache_keys=cache_keys,
             dedupe=kind == "source",
         )
@@ -155,79 +170,79 @@ def create_app(
         processing = METRICS.processing.labels(stream=kind)
         forward_by_source = kind == "access" and settings.worker.scorer == "suite"
         parse_kind = "access" if kind == "source" else kind
-        write = _table_writer(table)
+        reader = _TableReader(app, table)
+        write = _table_writer(app, table)
 
-        async def score(stream: faust.StreamT) -> None:
-            # Batches: state is read through the decoded-state cache, each changed
-            # key is written to the table once per batch, and only then (when the
-            # loop asks for the next batch) does Faust ack the batch's offsets.
-            async for batch in stream.take_events(batch_size, within=batch_within):
-                sends: list[tuple[Any, bytes, bytes]] = []
-                dead: list[tuple[Any, str, str, str]] = []
-                stamps: list[float] = []
-                for ev in batch:
-                    message = ev.message
-                    _enter(ev)
-                    try:
-                        event = parse_event(parse_kind, message.value, max_bytes=max_bytes)
-                        if kind == "source":
-                            event = source_view(event) or event
-                    except EventError as exc:
-                        dead.append((message, exc.reason, exc.detail, "decode"))
-                        continue
-                    try:
-                        result = processor.process(table, event, message.offset, tag=ev)
-                    except Exception as exc:  # a bug or odd data must never stop the worker
-                        log.exception("processing %s offset %s failed", topic_name, message.offset)
-                        dead.append((message, "processing_error", f"{type(exc).__name__}: {exc}", "process"))
-                        continue
-                    stamps.append(event.ts)
-                    for alert in result.alerts:
-                        # keyed by entity: the alert agent's state is co-partitioned by entity
-                        sends.append((candidates_topic, f"{alert.entity_type}:{alert.entity}".encode(), alert.to_json()))
-                    if forward_by_source and not result.redelivered:
-                        sv = source_view(event)
-                        if sv is not None:
-                            sends.append((bysource_topic, sv.identity.encode(), message.value))
-                # State after its outputs were acknowledged, and before the offsets are acked.
-                await _finish_batch(app, sends, dead, dead_letter, lambda: processor.flush(write))
-                events_counter.inc(len(batch))
-                METRICS.last_progress.set(_observe_live(processing, stamps))
+        async def score(batch: list[Any]) -> None:
+            # One fetched batch of this topic: state is read through the decoded-state
+            # cache, outputs are sent and acknowledged, each changed key is written
+            # to the table once, and only then are the batch's offsets acked.
+            sends: list[tuple[Any, bytes, bytes]] = []
+            dead: list[tuple[Any, str, str, str]] = []
+            stamps: list[float] = []
+            for message in batch:
+                reader.message = message
+                try:
+                    event = parse_event(parse_kind, message.value, max_bytes=max_bytes)
+                    if kind == "source":
+                        event = source_view(event) or event
+                except EventError as exc:
+                    dead.append((message, exc.reason, exc.detail, "decode"))
+                    continue
+                try:
+                    result = processor.process(reader, event, message.offset, tag=message)
+                except Exception as exc:  # a bug or odd data must never stop the worker
+                    log.exception("processing %s offset %s failed", topic_name, message.offset)
+                    dead.append((message, "processing_error", f"{type(exc).__name__}: {exc}", "process"))
+                    continue
+                stamps.append(event.ts)
+                for alert in result.alerts:
+                    # keyed by entity: the alert agent's state is co-partitioned by entity
+                    sends.append((candidates_topic, f"{alert.entity_type}:{alert.entity}".encode(), alert.to_json()))
+                if forward_by_source and not result.redelivered:
+                    sv = source_view(event)
+                    if sv is not None:
+                        sends.append((bysource_topic, sv.identity.encode(), message.value))
+            reader.message = None
+            # State after its outputs were acknowledged, and before the offsets are acked.
+            await _finish_batch(app, sends, dead, dead_letter, lambda: processor.flush(write))
+            events_counter.inc(len(batch))
+            METRICS.last_progress.set(_observe_live(processing, stamps))
 
-        app.agent(topic, name=f"score-{kind}", concurrency=1)(score)
+        batchdrain.register(app, topic, score)
 
     entities = app.Table("entities", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
     alert_processor = AlertProcessor(policy, cache_keys=cache_keys)
     caches.append(alert_processor.cache)
-    write_entities = _table_writer(entities)
+    entity_reader = _TableReader(app, entities)
+    write_entities = _table_writer(app, entities)
 
-    async def decide(stream: faust.StreamT) -> None:
+    async def decide(batch: list[Any]) -> None:
         """Policy, suppression and entity risk, keyed by entity (batched like the scorers)."""
-        async for batch in stream.take_events(batch_size, within=batch_within):
-            sends: list[tuple[Any, bytes, bytes]] = []
-            dead: list[tuple[Any, str, str, str]] = []
-            alert_ts: list[float] = []
-            for ev in batch:
-                message = ev.message
-                _enter(ev)
-                try:
-                    candidate = Alert.from_json(message.value)
-                    outcome = alert_processor.process(entities, candidate, position=message.offset, tag=ev)
-                except Exception as exc:
-                    log.exception("candidate %s offset %s failed", t.candidates, message.offset)
-                    dead.append((message, "processing_error", f"{type(exc).__name__}: {exc}", "alert"))
-                    continue
-                if outcome.alert is not None:
-                    a = outcome.alert
-                    sends.append((alerts_topic, message.key, a.to_json()))
-                    alert_ts.append(a.ts)
-                    METRICS.alerts.labels(source=a.source).inc()
-                if outcome.risk_change is not None:
-                    sends.append((risk_topic, message.key, outcome.risk_change.to_json()))
-            await _finish_batch(app, sends, dead, dead_letter, lambda: alert_processor.flush(write_entities))
-            METRICS.last_progress.set(_observe_live(METRICS.latency, alert_ts))
+        sends: list[tuple[Any, bytes, bytes]] = []
+        dead: list[tuple[Any, str, str, str]] = []
+        alert_ts: list[float] = []
+        for message in batch:
+            entity_reader.message = message
+            try:
+                candidate = Alert.from_json(message.value)
+                outcome = alert_processor.process(entity_reader, candidate, position=message.offset, tag=message)
+            except Exception as exc:
+                log.exception("candidate %s offset %s failed", t.candidates, message.offset)
+                dead.append((message, "processing_error", f"{type(exc).__name__}: {exc}", "alert"))
+                continue
+            if outcome.alert is not None:
+                a = outcome.alert
+                sends.append((alerts_topic, message.key, a.to_json()))
+                alert_ts.append(a.ts)
+                METRICS.alerts.labels(source=a.source).inc()
+            if outcome.risk_change is not None:
+                sends.append((risk_topic, message.key, outcome.risk_change.to_json()))
+        entity_reader.message = None
+        await _finish_batch(app, sends, dead, dead_letter, lambda: alert_processor.flush(write_entities))
+        METRICS.last_progress.set(_observe_live(METRICS.latency, alert_ts))
 
-    app.agent(candidates_topic, name="decide", concurrency=1)(decide)
+    batchdrain.register(app, candidates_topic, decide)
 
     @app.on_partitions_revoked.connect
     async def _forget_cached_state(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -239,9 +254,9 @@ def create_app(
 
     for kind, topic_name in t.inputs().items():
         assert kind in STREAM_KINDS
-        make_agent(kind, topic_name)
+        make_handler(kind, topic_name)
     if settings.worker.scorer == "suite":
-        make_agent("source", t.bysource)
+        make_handler("source", t.bysource)
     if rules is not None:
 
         @app.timer(10.0)
@@ -292,18 +307,33 @@ def _observe_live(histogram: Any, stamps: list[float]) -> float:
     return now
 
 
-def _enter(event: Any) -> None:
-    """Make ``event`` Faust's current event in this task: table reads and writes
-    take their partition from it (``stream.take_events`` leaves it unset)."""
-    _current_event.set(weakref.ref(event))
+class _TableReader:
+    """What the state caches read a missing key through: the table, with the
+    message being processed made Faust's current event (the table reads the
+    key from that message's partition)."""
+
+    __slots__ = ("app", "table", "message")
+
+    def __init__(self, app: faust.App, table: Any) -> None:
+        self.app = app
+        self.table = table
+        self.message: Any = None
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        if self.message is None:
+            return self.table.get(key, default)
+        event = batchdrain.event_for(self.app, self.message)
+        batchdrain.enter(event)
+        return self.table.get(key, default)
 
 
-def _table_writer(table: Any) -> Callable[[bytes, bytes, Any], None]:
-    """A state-cache writer into a Faust table: the tag is the key's latest event,
-    whose partition the store and the changelog message use."""
+def _table_writer(app: faust.App, table: Any) -> Callable[[bytes, bytes, Any], None]:
+    """A state-cache writer into a Faust table: the tag is the key's latest
+    message, whose partition the store and the changelog message use."""
 
-    def write(key: bytes, raw: bytes, event: Any) -> None:
-        _current_event.set(weakref.ref(event))
+    def write(key: bytes, raw: bytes, message: Any) -> None:
+        event = batchdrain.event_for(app, message)
+        batchdrain.enter(event)
         table[key] = raw
 
     return write

@@ -117,6 +117,20 @@ def _total(ports: list[int], name: str = "ueba_events_total") -> float:
     return total
 
 
+#: CPU figures of the last run_workers call: worker CPU microseconds per event, and
+#: the share of a core each worker had (below 1: waiting, or the cores were busy elsewhere).
+LAST_RUN: dict[str, float] = {}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_workers(
     s: Settings,
     warm: list[tuple[str, bytes, bytes]],
@@ -134,6 +148,7 @@ def run_workers(
     them from the first counted to the last. Returns (events/s, metrics texts)."""
     import threading
 
+    LAST_RUN.clear()
     procs, ports = [], []
     for i in range(workers):
         port = _port()
@@ -155,12 +170,15 @@ def run_workers(
         t = threading.Thread(target=_produce, args=(s, measured), kwargs={"rate": rate, "restamp": restamp}, daemon=True)
         t.start()
         start = done_at = None
+        cpu0 = cpu1 = 0.0
         while time.monotonic() < deadline:
             total = _total(ports) - base
             if total > 0 and start is None:
                 start = time.monotonic()
+                cpu0 = sum(_cpu_seconds(p.pid) for p in procs)
             if total >= len(measured):
                 done_at = time.monotonic()
+                cpu1 = sum(_cpu_seconds(p.pid) for p in procs)
                 break
             time.sleep(0.1)
         t.join(60)
@@ -173,6 +191,8 @@ def run_workers(
         if start is not None and done_at is not None:
             # first counted event to the last: excludes start-up and partition assignment
             rate_out = len(measured) / max(done_at - start, 1e-9)
+            cpu = cpu1 - cpu0
+            LAST_RUN.update(cpu_us_per_event=cpu / len(measured) * 1e6, cpu_share=cpu / max(done_at - start, 1e-9) / workers)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -183,6 +203,12 @@ def run_workers(
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
     return rate_out, texts
+
+
+def _cpu_note() -> str:
+    if not LAST_RUN:
+        return "CPU not measured"
+    return f"{LAST_RUN['cpu_us_per_event']:.0f} us of worker CPU per event, each worker busy {LAST_RUN['cpu_share']:.0%} of the time"
 
 
 def p99_from_histogram(text: str, name: str = "ueba_event_to_alert_seconds") -> tuple[float, int]:
@@ -222,12 +248,12 @@ def main(argv: list[str] | None = None) -> None:
     s1 = _settings(base, "one", args.partitions, args.scorer)
     ensure_topics(s1)
     one, _ = run_workers(s1, warm, events, 1)
-    print(f"one worker:  {one:,.0f} events/s  ({one / ceiling:.1%} of the ceiling)")
+    print(f"one worker:  {one:,.0f} events/s  ({one / ceiling:.1%} of the ceiling); {_cpu_note()}")
 
     s2 = _settings(base, "two", args.partitions, args.scorer)
     ensure_topics(s2)
     two, _ = run_workers(s2, warm, events, 2)
-    print(f"two workers: {two:,.0f} events/s  ({two / one if one else float('nan'):.2f}x one worker)")
+    print(f"two workers: {two:,.0f} events/s  ({two / one if one else float('nan'):.2f}x one worker); {_cpu_note()}")
 
     if one > 0:
         s3 = _settings(base, "lat", args.partitions, args.scorer)

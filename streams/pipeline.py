@@ -2,7 +2,7 @@
 replay. Nothing here knows about Kafka or Faust; state lives in any
 ``MutableMapping[bytes, bytes]`` (a Faust table in the stream, a dict in replay).
 
-Per-identity state is an envelope ``[last_position, scorer_state, pending]``:
+Per-identity state is an envelope ``[last_position, scorer_state, pending, seen, rules]``:
 
 * ``last_position`` is the Kafka offset (stream) or input line (replay) of the
   last event applied for this identity. A redelivered event (position not
@@ -15,6 +15,13 @@ Per-identity state is an envelope ``[last_position, scorer_state, pending]``:
 * ``pending`` is no longer written (kept in the wire form for states written
   by earlier versions).
 * ``scorer_state`` is the detector suite's own compact bytes.
+* ``seen``: fingerprints of recent events (only where events can arrive twice
+  at different positions, see ``dedupe``).
+* ``rules`` is the key's Sigma correlation state (``streams.rulerun``: the
+  correlations grouped by this partition's key), written with the same
+  ``last_position``: a redelivered event is skipped before rules run, so it
+  never counts twice in a correlation either. Empty when no correlation of
+  this partition has state for the key.
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ class _Envelope(msgspec.Struct, array_like=True):
     pending: list[tuple[int, float, list[bytes]]] = []
     # 64-bit hashes of recent event fingerprints (only with ``dedupe``)
     seen: list[int] = []
+    # Sigma correlation state of this key (streams.rulerun.RuleRunner.dump_state)
+    rules: bytes = b""
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -66,15 +75,18 @@ _dec = msgspec.msgpack.Decoder(_Envelope)
 
 
 class _Live:
-    """An envelope with the scorer state decoded (what the state cache holds)."""
+    """An envelope with the scorer state decoded (what the state cache holds).
 
-    __slots__ = ("last", "state", "pending", "seen")
+    ``rules``: the correlation state, as bytes until a correlation needs it decoded."""
 
-    def __init__(self, last: int, state: Any, pending: list[tuple[int, float, list[bytes]]], seen: list[int]) -> None:
+    __slots__ = ("last", "state", "pending", "seen", "rules")
+
+    def __init__(self, last: int, state: Any, pending: list[tuple[int, float, list[bytes]]], seen: list[int], rules: Any = b"") -> None:
         self.last = last
         self.state = state
         self.pending = pending
         self.seen = seen
+        self.rules = rules
 
 
 @dataclass(slots=True)
@@ -153,7 +165,9 @@ class InputProcessor:
         self.min_score = min_score
         # Peer baselines are process-local and bounded (detectors.peers.PeerBaselines).
         self.peers = peers if peers is not None else _default_peers()
-        #: streams.rulerun.RuleRunner or None
+        #: streams.rulerun.RuleRunner or None. The "source" processor runs the
+        #: correlations grouped by source.ip; the stream processors the detection
+        #: rules of their stream and the correlations grouped by their identity.
         self.rules = rules
         #: also recognise an event seen before at another position by its fingerprint
         self.dedupe = dedupe
@@ -163,10 +177,15 @@ class InputProcessor:
 
     def _decode(self, raw: bytes) -> _Live:
         env = _dec.decode(raw)
-        return _Live(env.last, self.scorer.loads(env.state), env.pending, env.seen)
+        return _Live(env.last, self.scorer.loads(env.state), env.pending, env.seen, env.rules)
 
     def _encode(self, live: _Live) -> bytes:
-        return _enc.encode(_Envelope(live.last, self.scorer.dumps(live.state), live.pending, live.seen))
+        corr = live.rules
+        if self.rules is not None:
+            corr = self.rules.dump_state(corr, self.kind)
+        elif type(corr) is not bytes:
+            corr = b""
+        return _enc.encode(_Envelope(live.last, self.scorer.dumps(live.state), live.pending, live.seen, corr))
 
     def flush(self, write: Callable[[bytes, bytes, Any], None]) -> int:
         """Write the cached states changed since the last flush (no-op without a cache)."""
@@ -192,7 +211,7 @@ class InputProcessor:
                 return ProcessResult(redelivered=True)
             if self.dedupe and fp in live.seen:
                 # the same event again at a new position (re-sent after a crash): applied already
-                new = _Live(position, live.state, [], live.seen)
+                new = _Live(position, live.state, [], live.seen, live.rules)
                 if cache is not None:
                     cache.put(key, new, tag)
                 else:
@@ -200,14 +219,18 @@ class InputProcessor:
                 return ProcessResult(redelivered=True)
             state = live.state
             seen = live.seen
+            corr = live.rules
         else:
             state = self.scorer.new_state()
             seen = []
+            corr = b""
         try:
             findings = self.scorer.process(state, event.flat, event.ts, self.peers)
             alerts = [alert_from_finding(f, event) for f in findings if f.score >= self.min_score]
             if self.rules is not None:
-                alerts.extend(self.rules.alerts(event))
+                rule_alerts, corr = self.rules.evaluate(event, corr, self.kind)
+                if rule_alerts:
+                    alerts.extend(rule_alerts)
         except BaseException:
             if cache is not None:
                 # the cached state may be half-updated: unless it holds unflushed
@@ -216,7 +239,7 @@ class InputProcessor:
             raise
         if self.dedupe:
             seen = seen[-(KEEP_SEEN - 1) :] + [fp]
-        new = _Live(position, state, [], seen)
+        new = _Live(position, state, [], seen, corr)
         if cache is not None:
             cache.put(key, new, tag)
         else:

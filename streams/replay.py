@@ -122,9 +122,12 @@ class Replayer:
         self.inputs = {
             k: InputProcessor(k, scorer_factory(k), min_score=min_score, rules=rules, cache_keys=cache_keys) for k in STREAM_KINDS
         }
-        #: login events re-keyed by source.ip, as the stream's access-by-source topic does
+        #: login events re-keyed by source.ip, as the stream's access-by-source topic does;
+        #: it also runs the rule correlations grouped by source.ip (password spraying)
         self.source = (
-            InputProcessor("source", scorer_factory("source"), min_score=min_score, cache_keys=cache_keys) if by_source else None
+            InputProcessor("source", scorer_factory("source"), min_score=min_score, rules=rules, cache_keys=cache_keys, dedupe=True)
+            if by_source
+            else None
         )
         self.alert_processor = AlertProcessor(policy, cache_keys=cache_keys)
         self.state: dict[str, dict[bytes, bytes]] = {k: {} for k in (*STREAM_KINDS, "source")}

@@ -183,14 +183,18 @@ class WorkerSettings(_Section):
     #: Sigma rule files or folders; empty = the built-in AI rule pack (rules/sigma).
     rules_paths: list[Path] = []
     rules_enabled: bool = True
+    #: Sigma placeholder files (pySigma ``vars`` format) expanded by ``|expand``
+    #: modifiers, e.g. the registry of sanctioned models and inference endpoints;
+    #: empty = any ``*.placeholders.yml`` on the rule paths (the pack's examples).
+    rules_placeholders: list[Path] = []
     #: YAML file of SOAR webhook targets (streams/webhooks.py); unset = no webhooks.
     webhooks_file: Path | None = None
     #: YAML policy: thresholds, allow-lists, suppression, learning mode, risk (streams/policy.py).
     policy_file: Path | None = None
-    #: Events an agent takes per batch, and how long it waits to fill one (seconds).
+    #: Most messages fetched and processed as one batch (Kafka max.poll.records);
+    #: a batch is whatever has arrived, up to this many, so it never waits to fill.
     #: Each batch's state changes are written once, before its offsets are acked.
-    batch_size: int = Field(500, ge=1, le=100_000)
-    batch_within: float = Field(0.05, gt=0, le=10)
+    batch_size: int = Field(1000, ge=1, le=100_000)
     #: Decoded per-identity states kept in memory per agent (least recently used
     #: beyond this are dropped after a batch; the table keeps everything).
     state_cache_keys: int = Field(20_000, ge=1)

@@ -24,3 +24,14 @@ def test_p99_sums_label_sets_and_picks_the_first_bucket_holding_99_percent():
 def test_p99_of_an_empty_histogram_is_not_a_number():
     p, n = p99_from_histogram("", "ueba_event_processing_seconds")
     assert n == 0 and p != p
+
+
+def test_cpu_seconds_of_this_process_grow_with_work():
+    import os
+
+    from streams.bench import _cpu_seconds
+
+    before = _cpu_seconds(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    assert _cpu_seconds(os.getpid()) > before
+    assert _cpu_seconds(2**22 + 12345) == 0.0  # no such process

@@ -14,7 +14,7 @@ INVALID = FILES / "invalid"
 EXPECTED: dict[str, list[tuple[int, str]]] = {
     "duplicate_key.yml": [(8, "duplicate key 'event.action' (first at line 7)")],
     "unknown_modifier.yml": [(8, "unsupported: unknown modifier 'containz'")],
-    "expand_placeholder.yml": [(7, "unsupported: placeholder %admins% (expand modifier)")],
+    "expand_placeholder.yml": [(7, "placeholder %admins% is not defined")],
     "undefined_detection.yml": [(8, "condition references undefined detection 'filter'")],
     "bad_level_and_service.yml": [
         (3, "schema: level: 'severe' is not valid"),
