@@ -207,7 +207,7 @@ def replay(
 def simulate(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write ECS JSON lines here (labels beside it as <output>.labels.jsonl)."),
     labels_output: Optional[Path] = typer.Option(None, "--labels", help="Labels file (default: <output>.labels.jsonl)."),
-    preset: str = typer.Option("week", help="week (1-3M events), eval (~150k) or tiny (2 days, ~86k)."),
+    preset: str = typer.Option("week", help="week (1-3M events), eval (~150k) or tiny (2 days, ~104k)."),
     seed: int = typer.Option(7, help="Same seed, same bytes."),
     duration: Optional[str] = typer.Option(None, help="Override the preset's duration, e.g. 1d, 36h."),
     scenarios: Optional[str] = typer.Option(None, help="Comma-separated scenario ids or letters a-h; 'none' for benign traffic only."),
@@ -266,7 +266,7 @@ def evaluate(
     events: Optional[Path] = typer.Argument(None, help="Labelled ECS JSON lines (from `ueba simulate`); default: the built-in eval set, generated in memory."),
     labels: Optional[Path] = typer.Option(None, help="Labels JSON lines (default: <events>.labels.jsonl)."),
     policy: Optional[Path] = typer.Option(None, help="Policy YAML to evaluate (thresholds, allow-lists...)."),
-    preset: str = typer.Option("eval", help="With no EVENTS: simulation preset (eval ~150k events, tiny ~86k)."),
+    preset: str = typer.Option("eval", help="With no EVENTS: simulation preset (eval ~150k events, tiny ~104k)."),
     seed: int = typer.Option(7),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
 ) -> None:
@@ -283,7 +283,7 @@ def evaluate(
 
 @app.command()
 def demo(
-    preset: str = typer.Option("tiny", help="Simulation preset: tiny (2 days, ~86k events) or eval (3 days)."),
+    preset: str = typer.Option("tiny", help="Simulation preset: tiny (2 days, ~104k events) or eval (3 days)."),
     seed: int = typer.Option(7),
     rate: float = typer.Option(1500.0, help="Events per second sent to Kafka."),
     no_services: bool = typer.Option(False, "--no-services", help="Use already running Kafka/OpenSearch from the settings."),

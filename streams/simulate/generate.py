@@ -4,7 +4,10 @@ Each generator returns a :class:`Batch` for the slice ``[t0, t1)`` (epoch ms):
 random draws are vectorised with numpy over all identities and events of the
 slice, then ECS documents are assembled from the shared per-identity
 sub-objects built in :mod:`.world`. ``@timestamp`` and ``event.id`` are filled
-in by the engine after the slice is put in time order.
+in by the engine after the slice is put in time order. In wire mode (a
+:class:`~.wire.JsonCache` given) the same draws become template-rendered
+JSON lines instead of documents (:mod:`.wire`): byte for byte what orjson
+makes of the documents.
 
 Documents share constant sub-objects (``user``, ``source``, ``ueba.identity``
 ...). Treat them as read-only; copy before mutating.
@@ -12,20 +15,23 @@ Documents share constant sub-objects (``user``, ``source``, ``ueba.identity``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 from zlib import crc32
 
 import numpy as np
 import orjson
 
 from . import catalog as C
+from . import wire as W
+from .wire import JsonCache
 from .world import (
     ACTIONS,
     CATEGORY_BY_TYPE,
     CHANGE_COMPLIANCE,
     DAY_MS,
     FP_DIM,
+    GOVERNED,
     HOUR_MS,
     NEVER,
     RES_TYPES,
@@ -52,125 +58,110 @@ class Batch:
 
     ``tags`` is ``None`` (baseline), one scenario id for every event, or a list
     with a scenario id or ``None`` per event. Tags never enter the documents.
+    In wire mode (:mod:`.wire`) ``docs`` may be empty and ``parts`` hold the
+    events instead, in order: each renders its events' JSON lines given their
+    ``@timestamp`` and ``event.id``. ``counts`` (events per kind) is optional.
     """
 
     ts: np.ndarray                       # int64 epoch ms
     kinds: list[str]
     docs: list[dict[str, Any]]
     tags: str | list[str | None] | None = None
+    parts: list[W.Part | W.Docs | W.Items] | None = None
+    counts: dict[str, int] | None = None
 
     @staticmethod
     def empty() -> "Batch":
         return Batch(np.empty(0, dtype=np.int64), [], [])
 
 
-@dataclass
 class _Acc:
-    """Accumulates documents for one batch."""
+    """Accumulates the events of one batch: documents, and in wire mode
+    template-rendered :class:`~.wire.Part` s, in the order they were added."""
 
-    ts: list[int] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)
-    docs: list[dict[str, Any]] = field(default_factory=list)
-    tags: list[str | None] = field(default_factory=list)
+    def __init__(self) -> None:
+        self._ts: list[list[int] | np.ndarray] = []   # per run of documents a list, per part an array
+        self.kinds: list[str] = []
+        self.docs: list[dict[str, Any]] = []
+        self.tags: list[str | None] = []
+        self.segments: list[W.Part | W.Docs] = []
+        self.counts: dict[str, int] = {}
+        self.tagged = False
+        self.wired = False
+
+    @property
+    def ts(self) -> list[int]:
+        """Timestamps (ms) of the events so far, in order."""
+        out: list[int] = []
+        for chunk in self._ts:
+            out += chunk if type(chunk) is list else chunk.tolist()
+        return out
+
+    def _docs_run(self) -> tuple[list[int], list[dict[str, Any]]]:
+        seg = self.segments[-1] if self.segments else None
+        if type(seg) is not W.Docs:
+            seg = W.Docs([])
+            self.segments.append(seg)
+            self._ts.append([])
+        return self._ts[-1], seg.docs  # type: ignore[return-value,union-attr]
 
     def add(self, ts: int, kind: str, doc: dict[str, Any], tag: str | None = None) -> None:
-        self.ts.append(ts)
+        ts_run, docs_run = self._docs_run()
+        ts_run.append(ts)
+        docs_run.append(doc)
         self.kinds.append(kind)
         self.docs.append(doc)
         self.tags.append(tag)
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if tag is not None:
+            self.tagged = True
+
+    def _tags(self, tags: list[str | None] | str | None, n: int) -> None:
+        if isinstance(tags, list):
+            self.tags.extend(tags)
+            self.tagged = self.tagged or tags.count(None) != len(tags)
+        else:
+            self.tags.extend([tags] * n)
+            self.tagged = self.tagged or (tags is not None and n > 0)
 
     def extend(self, ts: list[int], kind: str, docs: list[dict[str, Any]], tags: list[str | None] | str | None) -> None:
-        self.ts.extend(ts)
-        self.kinds.extend([kind] * len(docs))
+        n = len(docs)
+        ts_run, docs_run = self._docs_run()
+        ts_run.extend(ts)
+        docs_run.extend(docs)
+        self.kinds.extend([kind] * n)
         self.docs.extend(docs)
-        self.tags.extend(tags if isinstance(tags, list) else [tags] * len(docs))
+        self.counts[kind] = self.counts.get(kind, 0) + n
+        self._tags(tags, n)
+
+    def extend_wire(self, ts: np.ndarray, kind: str, part: W.Part, tags: list[str | None] | str | None) -> None:
+        """Events of ``kind`` at ``ts`` (ms) that ``part`` renders (wire mode)."""
+        n = len(ts)
+        self._ts.append(np.asarray(ts, dtype=np.int64))
+        self.segments.append(part)
+        self.kinds.extend([kind] * n)
+        self.counts[kind] = self.counts.get(kind, 0) + n
+        self.wired = True
+        self._tags(tags, n)
+
+    def items(self) -> list:
+        """Per event, in order: its document or its (template, values, lead) row."""
+        out: list = []
+        for seg in self.segments:
+            out += seg.rows()
+        return out
 
     def batch(self) -> Batch:
-        tags = self.tags if any(t is not None for t in self.tags) else None
-        return Batch(np.asarray(self.ts, dtype=np.int64), self.kinds, self.docs, tags)
-
-
-class JsonCache:
-    """Serialized JSON of the shared, never-mutated sub-objects (by identity).
-
-    Wire mode renders the high-volume event types straight to bytes around
-    these, instead of building a dict per event and serialising it: several
-    times faster, and parsed back it equals the dict-mode document (tested).
-    """
-
-    def __init__(self) -> None:
-        self._by_id: dict[int, tuple[Any, bytes]] = {}
-        self._tables: dict[int, tuple[list, list]] = {}
-
-    def tables(self, keys: list, models: list) -> tuple[list[tuple], list[tuple]]:
-        """Per key and per model, the JSON of their shared sub-objects (memoised)."""
-        tk = (id(keys), id(models))
-        hit = self._tables.get(tk)
-        if hit is None:
-            kb = [(self(k.org), self(k.ua), self(k.identity), self(k.api_key), self(k.id), [self(x) for x in k.sources])
-                  for k in keys]
-            mb = [(self(m.url), self(m.identity), [self(v) for v in m.version_docs],
-                   self(m.tamper_doc) if m.tamper_doc is not None else None, [self(c) for c in m.classes],
-                   b"{" + b",".join(orjson.dumps(f) + b":%s" for f in m.features) + b"}", len(m.features))
-                  for m in models]
-            hit = self._tables[tk] = (kb, mb, keys, models)  # type: ignore[assignment]
-        return hit[0], hit[1]
-
-    def __call__(self, obj: Any) -> bytes:
-        hit = self._by_id.get(id(obj))
-        if hit is None:
-            hit = self._by_id[id(obj)] = (obj, orjson.dumps(obj))  # keep obj alive: ids stay unique
-        return hit[1]
-
-
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_SHIFTS = np.arange(36, -1, -4, dtype=np.uint64)
-
-
-def hex_ids(prefix: bytes, first: int, n: int) -> list[bytes]:
-    """``prefix`` + 10 lower-case hex digits of ``first .. first+n-1``, vectorised."""
-    nums = np.arange(first, first + n, dtype=np.uint64)
-    digits = _HEX[((nums[:, None] >> _SHIFTS[None, :]) & np.uint64(15)).astype(np.intp)]
-    pre = np.frombuffer(prefix, dtype=np.uint8)
-    out = np.concatenate([np.broadcast_to(pre, (n, len(pre))), digits], axis=1)
-    return np.ascontiguousarray(out).view(f"S{out.shape[1]}").ravel().tolist()
-
-
-def stamps(ts_ms: np.ndarray) -> list[bytes]:
-    """``@timestamp`` values (ISO 8601 UTC, ms) as ASCII bytes, vectorised."""
-    return np.datetime_as_string(np.asarray(ts_ms).astype("datetime64[ms]"), unit="ms", timezone="UTC").astype("S").tolist()
-
-
-def json_values(values: np.ndarray) -> list[bytes]:
-    """JSON of each number of a 1-d array, serialised in one orjson call."""
-    if not len(values):
-        return []
-    return orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-
-
-def json_rows(rows: np.ndarray) -> list[bytes]:
-    """JSON array bodies (without brackets) of each row of a 2-d array, in one orjson call."""
-    if not len(rows):
-        return []
-    return orjson.dumps(np.ascontiguousarray(rows), option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
-
-
-_OUTCOME = (b"success", b"failure")
-_WIRE_PREDICT_A = (b'{"@timestamp":"%s","event":{"kind":"event","category":["api"],"type":["access"],"action":"predict",'
-                   b'"outcome":"%s","duration":%s,"dataset":"ueba.api","id":"')
-_WIRE_PREDICT_B = (b'"},"source":%s,"organization":%s,"user_agent":%s,"url":%s,"http":{"request":{"method":"POST",'
-                   b'"body":{"bytes":%s}},"response":{"status_code":%s,"body":{"bytes":%s}}},"ueba":{"identity":%s,'
-                   b'"api_key":%s,"model":%s,"input":{"fingerprint":[%s]}}}\n')
-_WIRE_TEL_A = (b'{"@timestamp":"%s","event":{"kind":"event","category":["process"],"type":["info"],"action":"inference",'
-               b'"outcome":"%s","duration":%s,"dataset":"ueba.telemetry","id":"')
-_WIRE_TEL_B = (b'"},"ueba":{"identity":%s,"model":%s,"telemetry":{"prediction":%s,"confidence":%s,"features":%s,'
-               b'"error":%s,"caller_api_key":%s}}}\n')
-_WIRE_CHAT_A = (b'{"@timestamp":"%s","event":{"kind":"event","category":["api"],"type":["access"],"action":"chat",'
-                b'"outcome":"%s","duration":%d,"dataset":"ueba.api","id":"')
-_WIRE_CHAT_B = (b'"},"source":%s,"organization":%s,"user_agent":%s,"url":{"path":"/v1/chat/completions"},'
-                b'"http":{"request":{"method":"POST","body":{"bytes":%d}},"response":{"status_code":%d,"body":{"bytes":%d}}},'
-                b'"gen_ai":{"system":%s,"operation":%s,"request":%s,"usage":{"input_tokens":%d,"output_tokens":%d}},'
-                b'"ueba":{"identity":%s,"api_key":%s,"model":%s,"gen_ai":%s}}\n')
+        tags = self.tags if self.tagged else None
+        if not self._ts:
+            ts = np.empty(0, dtype=np.int64)
+        elif len(self._ts) == 1:
+            ts = np.asarray(self._ts[0], dtype=np.int64)
+        else:
+            ts = np.concatenate([np.asarray(c, dtype=np.int64) for c in self._ts])
+        if not self.wired:
+            return Batch(ts, self.kinds, self.docs, tags, counts=self.counts)
+        return Batch(ts, self.kinds, [], tags, self.segments, self.counts)
 
 
 def slice_rng(seed: int, component: int, slice_index: int) -> np.random.Generator:
@@ -249,11 +240,11 @@ _ACT_CUM, _ = action_tables()
 _A_READ, _A_DOWNLOAD, _A_LIST, _A_WRITE = (ACTIONS.index(a) for a in ("read", "download", "list", "write"))
 
 
-def draw_transfers(rng: np.random.Generator, world: World, res: np.ndarray, mu_boost: float | np.ndarray = 0.0,
-                   read_scale: float = 0.1) -> tuple[list[int], list[str], list[int], list[int], list[int]]:
+def transfer_arrays(rng: np.random.Generator, world: World, res: np.ndarray, mu_boost: float | np.ndarray = 0.0,
+                    read_scale: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Actions and lognormal volumes for accesses to resources ``res``.
 
-    Returns action index, action name, bytes, rows (-1 = none) and objects per event.
+    Returns action index (into ``ACTIONS``), bytes, rows (-1 = none) and objects per event.
     """
     n = len(res)
     rtype = world.res_type[res]
@@ -273,7 +264,7 @@ def draw_transfers(rng: np.random.Generator, world: World, res: np.ndarray, mu_b
     bpr = world.res_bpr[res]
     rows = np.where((bpr > 0) & ~listed, nbytes / np.maximum(bpr, 1), -1).astype(np.int64)
     nbytes = nbytes.astype(np.int64) + 1
-    return act.tolist(), [ACTIONS[a] for a in act.tolist()], nbytes.tolist(), rows.tolist(), objects.tolist()
+    return act, nbytes, rows, objects
 
 
 def transfer_dict(nbytes: int, rows: int, objects: int) -> dict[str, int]:
@@ -285,14 +276,93 @@ def transfer_dict(nbytes: int, rows: int, objects: int) -> dict[str, int]:
 # -------------------------------------------------------------- humans
 
 
+_ACCESS_LAYOUT = (len(RES_TYPES), len(ACTIONS), 2, 2, 2)   # resource type, action, failed, rows, change
+
+
+def _access_template(code: int) -> bytes:
+    rt, a, failed, with_rows, with_change = W.digits(code, _ACCESS_LAYOUT)
+    action = ACTIONS[a]
+    head = (b'{"@timestamp":"%s","event":{"kind":"event","category":' + W.esc(orjson.dumps(CATEGORY_BY_TYPE[rt]))
+            + b',"type":' + W.esc(orjson.dumps(_TYPE_OF_ACTION[action])) + b',"action":' + W.esc(orjson.dumps(action))
+            + b',"outcome":"' + (b"failure" if failed else b"success")
+            + b'","dataset":"ueba.access","id":"%s"},%s,"resource":%s')
+    if failed:
+        transfer = b"%.0s%.0s%.0s"                      # a failed access moved nothing
+    elif with_rows:
+        transfer = b',"transfer":{"bytes":%s,"rows":%s,"objects":%s}'
+    else:
+        transfer = b',"transfer":{"bytes":%s%.0s,"objects":%s}'
+    return head + transfer + (b',"change":%s' if with_change else b"%.0s") + b"}}\n"
+
+
+def _login_template(failed: int) -> bytes:
+    return (b'{"@timestamp":"%s","event":{"kind":"event","category":["authentication"],"type":["start"],'
+            b'"action":"login","outcome":"' + (b"failure" if failed else b"success")
+            + b'","dataset":"ueba.access","id":"%s"},%s}}\n')
+
+
+class AccessWire:
+    """Wire-mode rendering of access events (:func:`access_doc`, :func:`login_doc`):
+    the ``user``/``source``/``user_agent``/``ueba.identity`` block of an
+    identity, its resource and its ``ueba.change`` as serialised values in a
+    template per event shape."""
+
+    def __init__(self, world: World, J: JsonCache) -> None:
+        self.w, self.J = world, J
+        teams = list(world.change_docs)
+        team_of = {t: i for i, t in enumerate(teams)}
+        self.res_gov = np.array([r.type in GOVERNED for r in world.resources], dtype=bool)
+        self.res_team = np.array([team_of.get(r.owner, 0) for r in world.resources], dtype=np.int64)
+        self.windows = np.array([world.change_windows[t] for t in teams], dtype=bool).reshape(len(teams), 168)
+        self.change_b = [b""] + [J(d) for t in teams for d in world.change_docs[t]]   # 1 + 2*team (+1 outside)
+        self.res_b = [J(r.doc) for r in world.resources]
+
+    def who(self, people: list, n_src: int, n_ua: int, idx: np.ndarray, src: np.ndarray, ua: np.ndarray,
+            source_of: Callable[[Any, int], dict], ua_of: Callable[[Any, int], dict]) -> list[bytes]:
+        """Per event, the JSON from ``"user"`` to the ``ueba.identity`` value of
+        person or account ``people[idx]`` with source ``source_of(p, src)`` and
+        user agent ``ua_of(p, ua)``."""
+        J = self.J
+        layout = (len(people), n_src, n_ua)
+
+        def build(code: int) -> bytes:
+            i, s, u = W.digits(code, layout)
+            p = people[i]
+            return (b'"user":' + J(p.user) + b',"source":' + J(source_of(p, s)) + b',"user_agent":'
+                    + J(ua_of(p, u)) + b',"ueba":{"identity":' + J(p.identity))
+
+        return J.templates(b"who", (people,), layout, W.combine(layout, idx, src, ua), build)
+
+    def changes(self, res: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, list[bytes], np.ndarray]:
+        """Per event: governed or not, the JSON of its ``ueba.change`` (see
+        :meth:`World.change_of`), and the events outside the change window."""
+        gov = self.res_gov[res]
+        team = self.res_team[res]
+        inside = self.windows[team, (ts // HOUR_MS + 72) % 168]
+        code = np.where(gov, 1 + 2 * team + ~inside, 0)
+        return gov, list(map(self.change_b.__getitem__, code.tolist())), np.flatnonzero(gov & ~inside)
+
+    def accesses(self, who: list[bytes], res: np.ndarray, act: np.ndarray, failed: np.ndarray | bool, gov: np.ndarray,
+                 nbytes: np.ndarray, rows: np.ndarray, objs: np.ndarray, chg: list[bytes]) -> W.Part:
+        failed = np.broadcast_to(np.asarray(failed, dtype=np.int64), res.shape)
+        code = W.combine(_ACCESS_LAYOUT, self.w.res_type[res], act, failed, rows >= 0, gov)
+        tmpl = self.J.templates(b"access", (), _ACCESS_LAYOUT, code, _access_template)
+        return W.Part(tmpl, [who, list(map(self.res_b.__getitem__, res.tolist())), W.json_values(nbytes),
+                             W.json_values(rows), W.json_values(objs), chg], lead=0)
+
+    def logins(self, who: list[bytes], failed: np.ndarray) -> W.Part:
+        return W.Part(self.J.templates(b"login", (), (2,), failed.astype(np.int64), _login_template), [who], lead=0)
+
+
 class HumanTraffic:
     """Logins and resource accesses of people: working hours in their own
     timezone on weekdays, on-call nights, business trips, new projects."""
 
     component = 1
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, wire: JsonCache | None = None) -> None:
         self.w = world
+        self.wire = AccessWire(world, wire) if wire is not None else None
         hs = world.humans
         n = len(hs)
         self.rate = np.array([h.rate for h in hs])
@@ -368,43 +438,89 @@ class HumanTraffic:
             cum = np.where(after[:, None], self.cum_after[idx], self.cum_before[idx])
             slot = (cum < u[:, None]).sum(1)
             res = self.slots[idx, slot]
-            acts, names, nbytes, rows, objs = draw_transfers(rng, w, res)
-            failed = (rng.random(n) < 0.004).tolist()
-            src_i = (rng.random(n) * self.n_src[idx]).astype(np.int64).tolist()
-            ua_i = (rng.random(n) * self.n_ua[idx]).astype(np.int64).tolist()
-            away_e = away[idx].tolist()
-            resources = w.resources
-            for j, (i, r, t) in enumerate(zip(idx.tolist(), res.tolist(), ts.tolist())):
-                h = hs[i]
-                src = h.trip.source if away_e[j] else h.sources[src_i[j]]
-                change = w.change_of(r, t)
-                if change is not None and not change["in_window"]:
-                    change = self.cover(i, t) or change
-                if failed[j]:
-                    doc = access_doc(h.user, h.identity, src, h.uas[ua_i[j]], names[j], "failure",
-                                     resources[r].doc, None, change)
-                else:
-                    doc = access_doc(h.user, h.identity, src, h.uas[ua_i[j]], names[j], "success",
-                                     resources[r].doc, transfer_dict(nbytes[j], rows[j], objs[j]), change)
-                acc.add(t, "access", doc)
+            act, nbytes, rows, objs = transfer_arrays(rng, w, res)
+            failed = rng.random(n) < 0.004
+            src_i = (rng.random(n) * self.n_src[idx]).astype(np.int64)
+            ua_i = (rng.random(n) * self.n_ua[idx]).astype(np.int64)
+            if self.wire is not None:
+                self._wire_accesses(acc, idx, ts, res, act, nbytes, rows, objs, failed, src_i, ua_i, away[idx])
+            else:
+                self._accesses(acc, idx, ts, res, act, nbytes, rows, objs, failed, src_i, ua_i, away[idx])
 
         # logins, with the occasional typo first
         idx = np.repeat(np.arange(len(hs)), n_login)
         if len(idx):
             ts = t0 + rng.integers(0, t1 - t0, len(idx))
-            typo = (rng.random(len(idx)) < 0.05).tolist()
-            gap = rng.integers(4_000, 40_000, len(idx)).tolist()
-            src_i = (rng.random(len(idx)) * self.n_src[idx]).astype(np.int64).tolist()
-            ua_i = (rng.random(len(idx)) * self.n_ua[idx]).astype(np.int64).tolist()
-            away_e = away[idx].tolist()
-            for j, (i, t) in enumerate(zip(idx.tolist(), ts.tolist())):
-                h = hs[i]
-                src = h.trip.source if away_e[j] else h.sources[src_i[j]]
-                ua = h.uas[ua_i[j]]
-                if typo[j]:
-                    acc.add(max(t0, t - gap[j]), "access", login_doc(h.user, h.identity, src, ua, "failure"))
-                acc.add(t, "access", login_doc(h.user, h.identity, src, ua, "success"))
+            typo = rng.random(len(idx)) < 0.05
+            gap = rng.integers(4_000, 40_000, len(idx))
+            src_i = (rng.random(len(idx)) * self.n_src[idx]).astype(np.int64)
+            ua_i = (rng.random(len(idx)) * self.n_ua[idx]).astype(np.int64)
+            if self.wire is not None:
+                self._wire_logins(acc, t0, idx, ts, typo, gap, src_i, ua_i, away[idx])
+            else:
+                self._logins(acc, t0, idx, ts, typo, gap, src_i, ua_i, away[idx])
         return acc.batch()
+
+    def _accesses(self, acc: _Acc, idx, ts, res, act, nbytes, rows, objs, failed, src_i, ua_i, away_e) -> None:
+        w, hs, resources = self.w, self.w.humans, self.w.resources
+        failed, src_i, ua_i, away_e = failed.tolist(), src_i.tolist(), ua_i.tolist(), away_e.tolist()
+        nbytes, rows, objs = nbytes.tolist(), rows.tolist(), objs.tolist()
+        names = [ACTIONS[a] for a in act.tolist()]
+        for j, (i, r, t) in enumerate(zip(idx.tolist(), res.tolist(), ts.tolist())):
+            h = hs[i]
+            src = h.trip.source if away_e[j] else h.sources[src_i[j]]
+            change = w.change_of(r, t)
+            if change is not None and not change["in_window"]:
+                change = self.cover(i, t) or change
+            if failed[j]:
+                doc = access_doc(h.user, h.identity, src, h.uas[ua_i[j]], names[j], "failure",
+                                 resources[r].doc, None, change)
+            else:
+                doc = access_doc(h.user, h.identity, src, h.uas[ua_i[j]], names[j], "success",
+                                 resources[r].doc, transfer_dict(nbytes[j], rows[j], objs[j]), change)
+            acc.add(t, "access", doc)
+
+    def _logins(self, acc: _Acc, t0: int, idx, ts, typo, gap, src_i, ua_i, away_e) -> None:
+        hs = self.w.humans
+        typo, gap, src_i, ua_i, away_e = typo.tolist(), gap.tolist(), src_i.tolist(), ua_i.tolist(), away_e.tolist()
+        for j, (i, t) in enumerate(zip(idx.tolist(), ts.tolist())):
+            h = hs[i]
+            src = h.trip.source if away_e[j] else h.sources[src_i[j]]
+            ua = h.uas[ua_i[j]]
+            if typo[j]:
+                acc.add(max(t0, t - gap[j]), "access", login_doc(h.user, h.identity, src, ua, "failure"))
+            acc.add(t, "access", login_doc(h.user, h.identity, src, ua, "success"))
+
+    def _who(self, idx, src_i, ua_i, away_e) -> list[bytes]:
+        trip = int(self.n_src.max())                  # source index of "abroad": the trip's network
+        return self.wire.who(self.w.humans, trip + 1, int(self.n_ua.max()), idx,  # type: ignore[union-attr]
+                             np.where(away_e, trip, src_i), ua_i,
+                             lambda h, s: h.trip.source if s == trip else h.sources[s], lambda h, u: h.uas[u])
+
+    def _wire_accesses(self, acc: _Acc, idx, ts, res, act, nbytes, rows, objs, failed, src_i, ua_i, away_e) -> None:
+        """Wire-mode twin of :meth:`_accesses`."""
+        aw = self.wire
+        assert aw is not None
+        gov, chg, outside = aw.changes(res, ts)
+        if len(outside):
+            J = aw.J
+            for j, i, t in zip(outside.tolist(), idx[outside].tolist(), ts[outside].tolist()):
+                cover = self.cover(i, t)
+                if cover is not None:
+                    chg[j] = J(cover)
+        part = aw.accesses(self._who(idx, src_i, ua_i, away_e), res, act, failed, gov, nbytes, rows, objs, chg)
+        acc.extend_wire(ts, "access", part, None)
+
+    def _wire_logins(self, acc: _Acc, t0: int, idx, ts, typo, gap, src_i, ua_i, away_e) -> None:
+        """Wire-mode twin of :meth:`_logins`: a typo's failed login, then the login."""
+        aw = self.wire
+        assert aw is not None
+        k = np.repeat(np.arange(len(idx)), 1 + typo)
+        failed = np.zeros(len(k), dtype=bool)
+        failed[:-1] = k[:-1] == k[1:]                  # the first of a pair is the typo
+        when = np.where(failed, np.maximum(t0, ts[k] - gap[k]), ts[k])
+        who = self._who(idx[k], src_i[k], ua_i[k], away_e[k])
+        acc.extend_wire(when, "access", aw.logins(who, failed), None)
 
 
 # -------------------------------------------------------------- service accounts
@@ -416,8 +532,9 @@ class ServiceTraffic:
 
     component = 2
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, wire: JsonCache | None = None) -> None:
         self.w = world
+        self.wire = AccessWire(world, wire) if wire is not None else None
         self.profiles = [_workday_profile(s.tz, 0, False, weekend=0.02) for s in world.services]
 
     def change(self, k: int, r: int, t_ms: int) -> dict[str, Any] | None:
@@ -443,6 +560,7 @@ class ServiceTraffic:
         acc = _Acc()
         hour = (t0 // HOUR_MS) % 24
         span = t1 - t0
+        drawn: list[tuple[np.ndarray, ...]] = []
         for k, s in enumerate(w.services):
             n = int(rng.poisson(self.expected(k, t0, t1)))
             if not n:
@@ -455,13 +573,32 @@ class ServiceTraffic:
                 ts = t0 + rng.integers(0, span, n)
             res = s.slots[rng.integers(0, len(s.slots), n)]
             boost = 1.5 if s.kind == "batch" else 0.0
-            _, names, nbytes, rows, objs = draw_transfers(rng, w, res, mu_boost=boost, read_scale=1.0)
-            src_i = rng.integers(0, len(s.sources), n).tolist()
+            act, nbytes, rows, objs = transfer_arrays(rng, w, res, mu_boost=boost, read_scale=1.0)
+            src_i = rng.integers(0, len(s.sources), n)
+            if self.wire is not None:
+                drawn.append((np.full(n, k, dtype=np.int64), ts, res, act, nbytes, rows, objs, src_i))
+                continue
+            names = [ACTIONS[a] for a in act.tolist()]
+            nbytes, rows, objs, src_l = nbytes.tolist(), rows.tolist(), objs.tolist(), src_i.tolist()
             for j, (r, t) in enumerate(zip(res.tolist(), ts.tolist())):
-                acc.add(t, "access", access_doc(s.user, s.identity, s.sources[src_i[j]], s.ua, names[j], "success",
+                acc.add(t, "access", access_doc(s.user, s.identity, s.sources[src_l[j]], s.ua, names[j], "success",
                                                 w.resources[r].doc, transfer_dict(nbytes[j], rows[j], objs[j]),
                                                 self.change(k, r, t)))
+        if drawn:
+            self._wire_accesses(acc, *(np.concatenate(c) for c in zip(*drawn)))
         return acc.batch()
+
+    def _wire_accesses(self, acc: _Acc, ks, ts, res, act, nbytes, rows, objs, src_i) -> None:
+        """Wire-mode twin of the document loop in :meth:`generate`."""
+        aw = self.wire
+        assert aw is not None
+        ss = self.w.services
+        gov, chg, outside = aw.changes(res, ts)
+        for j, k in zip(outside.tolist(), ks[outside].tolist()):
+            chg[j] = aw.J(self.w.covered(f"STD-{ss[k].name}"))
+        who = aw.who(ss, max(len(s.sources) for s in ss), 1, ks, src_i, np.zeros(len(ks), dtype=np.int64),
+                     lambda s, i: s.sources[i], lambda s, _u: s.ua)
+        acc.extend_wire(ts, "access", aw.accesses(who, res, act, False, gov, nbytes, rows, objs, chg), None)
 
 
 # -------------------------------------------------------------- tenants / API
@@ -580,7 +717,6 @@ def emit_predictions(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndar
     d = np.where(drifting, np.clip((ts - ds) / np.maximum(de - ds, 1.0), 0.0, 1.0), 0.0)
     zf[:, 0] += feat_offset + 2.0 * d
     conf = np.clip(conf - 0.2 * d, 0.0, 1.0).round(4)
-    tampered = (ts >= per_model[:, 4]).tolist()
     vi = np.zeros(n, dtype=np.int64)
     cls = np.zeros(n, dtype=np.int64)
     feats = np.zeros((n, 4))
@@ -596,15 +732,17 @@ def emit_predictions(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndar
         feats[mask, :nf] = (m.feat_mu + m.feat_sigma * zf[mask, :nf]).round(3)
     if pred_class is not None:
         cls[:] = pred_class
-    t_tel = np.minimum(ts + lat_ms.astype(np.int64), t1 - 1).tolist()
+    tampered_a = ts >= per_model[:, 4]
+    t_tel_a = np.minimum(ts + lat_ms.astype(np.int64), t1 - 1)
+    keys = w.keys
+    if wire is not None:
+        _wire_predictions(acc, wire, keys, models, ts, t_tel_a, idx, mi, src_i, vi, cls, tampered_a, drifting, status,
+                          dur, req_b, resp_b, fps, conf, feats, tag, ua, source)
+        return
+    tampered, t_tel = tampered_a.tolist(), t_tel_a.tolist()
     drift_l = drifting.tolist()
     status_l, dur_l = status.tolist(), dur.tolist()
-    keys = w.keys
     ts_l, idx_l, mi_l, src_l, vi_l, cls_l = ts.tolist(), idx.tolist(), mi.tolist(), src_i.tolist(), vi.tolist(), cls.tolist()
-    if wire is not None:
-        _wire_predictions(acc, wire, keys, models, ts_l, t_tel, idx_l, mi_l, src_l, vi_l, cls_l, tampered, drift_l,
-                          status, dur, req_b, resp_b, fps, conf, feats, tag, ua, source)
-        return
     fps, conf, feats_l, req_b, resp_b = fps.tolist(), conf.tolist(), feats.tolist(), req_b.tolist(), resp_b.tolist()
     api_docs: list[dict[str, Any]] = []
     api_tags: list[str | None] = []
@@ -650,52 +788,50 @@ def emit_predictions(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndar
     acc.extend(tel_ts, "telemetry", tel_docs, tel_tags)
 
 
-def _wire_predictions(acc, J, keys, models, ts_l, t_tel, idx_l, mi_l, src_l, vi_l, cls_l, tampered, drift_l,
-                      status, dur, req, resp, fps, conf, feats, tag, ua, source) -> None:
-    """Wire-mode twin of the document loop in :func:`emit_predictions` (numbers come as arrays)."""
-    kb, mb = J.tables(keys, models)
-    # orjson formats float64 arrays exactly as it does the same values as Python floats
-    fp_b = json_rows(fps)
-    conf_b = json_values(conf)
-    feat_b = json_values(feats.ravel())
-    status_l, status_b, dur_b = status.tolist(), json_values(status), json_values(dur)
-    req_b, resp_b = json_values(req), json_values(resp)
-    st_api = stamps(np.asarray(ts_l, dtype=np.int64))
-    st_tel = stamps(np.asarray(t_tel, dtype=np.int64))
-    ua_b = J(ua) if ua is not None else None
-    src_fixed = J(source) if source is not None else None
-    pa, pb, ta, tb = _WIRE_PREDICT_A, _WIRE_PREDICT_B, _WIRE_TEL_A, _WIRE_TEL_B
-    api_docs: list[tuple[bytes, bytes]] = []
-    api_tags: list[str | None] = []
-    tel_ts: list[int] = []
-    tel_docs: list[tuple[bytes, bytes]] = []
-    tel_tags: list[str | None] = []
-    outcome = _OUTCOME
-    for (s_api, s_tel, t_t, ki, mi, si, vi, ci, is_tam, is_drift, st, st_b, du, rq, rs, fp, cf, j4) in zip(
-            st_api, st_tel, t_tel, idx_l, mi_l, src_l, vi_l, cls_l, tampered, drift_l, status_l, status_b, dur_b, req_b,
-            resp_b, fp_b, conf_b, range(0, 4 * len(ts_l), 4)):
-        org, kua, kident, kak, kid, ksrc = kb[ki]
-        url, mident, vers, tam, classes, ftmpl, nf = mb[mi]
-        etag = tag
-        if is_tam:
-            mdoc = tam
-            etag = etag or models[mi].tamper_tag
-        else:
-            mdoc = vers[vi]
-        api_docs.append((pa % (s_api, outcome[st >= 400], du),
-                         pb % (src_fixed or ksrc[si], org, ua_b or kua, url, rq, st_b, rs, kident, kak, mdoc, fp)))
-        api_tags.append(etag)
-        if st == 429 or st == 400:
-            continue
-        if is_drift:
-            etag = etag or models[mi].drift_tag
-        tel_ts.append(t_t)
-        tel_docs.append((ta % (s_tel, outcome[st >= 500], du),
-                         tb % (mident, mdoc, classes[ci], cf, ftmpl % tuple(feat_b[j4:j4 + nf]),
-                               b"true" if st >= 500 else b"false", kid)))
-        tel_tags.append(etag)
-    acc.extend(ts_l, "api", api_docs, api_tags)
-    acc.extend(tel_ts, "telemetry", tel_docs, tel_tags)
+def _wire_predictions(acc, J, keys, models, ts, t_tel, idx, mi, src_i, vi, cls, tampered, drifting, status, dur,
+                      req, resp, fps, conf, feats, tag, ua, source) -> None:
+    """Wire-mode twin of the document loop in :func:`emit_predictions`, rendered
+    by :func:`.wire.predictions`. The calls, and their telemetry, are each put
+    in time order first (stable: ties keep their order), which changes nothing
+    in the engine's stable merge of the slice but lets it gather the lines
+    nearly sequentially."""
+    api_sel = np.argsort(ts, kind="stable")
+    ran = np.flatnonzero((status != 429) & (status != 400))   # rejected calls never reached the model
+    tel_sel = ran[np.argsort(t_tel[ran], kind="stable")]
+    api, tel = W.predictions(J, keys, models, api_sel, tel_sel, idx, mi, src_i, vi, cls, tampered, status, dur, req,
+                             resp, fps, conf, feats, ua, source)
+    if tag is not None:
+        api_tags: list[str | None] | str | None = tag
+        tel_tags: list[str | None] | str | None = tag
+    else:
+        api_tags, tel_tags = model_tags(models, mi, tampered, drifting, api_sel, tel_sel)
+    acc.extend_wire(ts[api_sel], "api", api, api_tags)
+    acc.extend_wire(t_tel[tel_sel], "telemetry", tel, tel_tags)
+
+
+def model_tags(models: list, mi: np.ndarray, tampered: np.ndarray, drifting: np.ndarray, api_sel: np.ndarray,
+               tel_sel: np.ndarray) -> tuple[list[str | None] | None, list[str | None] | None]:
+    """Scenario tags the models put on the predict calls ``api_sel`` (tampered
+    artifact) and on the telemetry of the calls ``tel_sel`` (tampered artifact
+    first, then poisoning drift), vectorised; ``None`` when no event has one."""
+    tam_tags = np.array([m.tamper_tag for m in models], dtype=object)
+    drift_tags = np.array([m.drift_tag for m in models], dtype=object)
+    tam = tampered & (tam_tags != None)[mi]  # noqa: E711 (elementwise)
+    dr = drifting & (drift_tags != None)[mi]  # noqa: E711
+    api = None
+    tam_a, mi_a = tam[api_sel], mi[api_sel]
+    if tam_a.any():
+        a = np.full(len(mi_a), None, dtype=object)
+        a[tam_a] = tam_tags[mi_a[tam_a]]
+        api = a.tolist()
+    tel = None
+    tam_t, dr_t, mi_t = tam[tel_sel], dr[tel_sel], mi[tel_sel]
+    if tam_t.any() or dr_t.any():
+        t = np.full(len(mi_t), None, dtype=object)
+        t[dr_t] = drift_tags[mi_t[dr_t]]
+        t[tam_t] = tam_tags[mi_t[tam_t]]
+        tel = t.tolist()
+    return api, tel
 
 
 def emit_chats(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndarray, ts: np.ndarray, src_i: np.ndarray,
@@ -706,37 +842,20 @@ def emit_chats(acc: _Acc, rng: np.random.Generator, w: World, idx: np.ndarray, t
     if not n:
         return
     pool = prompts if prompts is not None else w.prompts
-    p_i = rng.integers(0, len(pool), n).tolist()
+    p_i_a = rng.integers(0, len(pool), n)
     ctx = np.exp(rng.normal(5.5, 0.9, n)).astype(np.int64)
     out_tok = (np.exp(rng.normal(5.0, 0.8, n)) * out_scale).astype(np.int64) + 1
-    dur = ((250 + 18 * out_tok * rng.uniform(0.7, 1.4, n)) * 1e6).astype(np.int64).tolist()
-    status = draw_status(rng, np.full(n, 0.004)).tolist()
-    ctx_l, out_l = ctx.tolist(), out_tok.tolist()
+    dur_a = ((250 + 18 * out_tok * rng.uniform(0.7, 1.4, n)) * 1e6).astype(np.int64)
+    status_a = draw_status(rng, np.full(n, 0.004))
     keys, llms = w.keys, w.llm_docs
-    if wire is not None:
-        J = wire
-        kb, _mb = J.tables(keys, w.models)
-        llm_b = [(J(d["system"]), J(d["operation"]), J(d["request"]), J(_LLM_MODEL_DOCS[i])) for i, d in enumerate(llms)]
-        st_b = stamps(ts)
-        ua_b = J(ua) if ua is not None else None
-        src_fixed = J(source) if source is not None else None
-        src_l = src_i.tolist()
-        docs: list[tuple[bytes, bytes]] = []
-        for j, i in enumerate(idx.tolist()):
-            k = keys[i]
-            org, kua, kident, kak, _kid, ksrc = kb[i]
-            pd = pool[p_i[j]]
-            in_tok = len(pd["prompt"]) // 4 + ctx_l[j]
-            st = status[j]
-            out = out_l[j] if st < 400 else 0
-            system, op, req, mdoc = llm_b[k.llm]
-            docs.append((
-                _WIRE_CHAT_A % (st_b[j], _OUTCOME[st >= 400], dur[j]),
-                _WIRE_CHAT_B % (src_fixed or ksrc[src_l[j]], org, ua_b or kua, 4 * in_tok + 120, st, 4 * out + 200,
-                                system, op, req, in_tok, out, kident, kak, mdoc, J(pd)),
-            ))
-        acc.extend(ts.tolist(), "api", docs, tag)
+    if wire is not None:  # in time order (stable), see _wire_predictions
+        o = np.argsort(ts, kind="stable")
+        part = W.chats(wire, keys, llms, _LLM_MODEL_DOCS, idx[o], src_i[o], pool, p_i_a[o], ctx[o], out_tok[o], dur_a[o],
+                       status_a[o], ua, source)
+        acc.extend_wire(ts[o], "api", part, tag)
         return
+    p_i, dur, status = p_i_a.tolist(), dur_a.tolist(), status_a.tolist()
+    ctx_l, out_l = ctx.tolist(), out_tok.tolist()
     for j, (i, t) in enumerate(zip(idx.tolist(), ts.tolist())):
         k = keys[i]
         pd = pool[p_i[j]]

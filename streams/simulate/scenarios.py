@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from . import catalog as C
+from . import wire as W
 from .generate import (
     Batch,
     TenantTraffic,
@@ -134,21 +135,26 @@ class Scenario:
     details: dict[str, Any] = field(default_factory=dict)
     _ts: np.ndarray | None = None
     _order: list[int] | None = None
+    _items: list | None = None
 
     def finish(self) -> None:
         ts = np.asarray(self.events.ts, dtype=np.int64)
         order = np.argsort(ts, kind="stable")
         self._ts = ts[order]
         self._order = order.tolist()
+        self._items = self.events.items() if self.events.wired else self.events.docs
 
     def generate(self, si: int, t0: int, t1: int) -> Batch:
-        assert self._ts is not None and self._order is not None
+        assert self._ts is not None and self._order is not None and self._items is not None
         lo, hi = np.searchsorted(self._ts, [t0, t1], side="left").tolist()
         if lo == hi:
             return Batch.empty()
         sel = self._order[lo:hi]
-        ev = self.events
-        return Batch(self._ts[lo:hi].copy(), [ev.kinds[i] for i in sel], [ev.docs[i] for i in sel], self.spec.id)
+        kinds = [self.events.kinds[i] for i in sel]
+        items = [self._items[i] for i in sel]
+        if self.events.wired:  # documents and template rows (wire mode)
+            return Batch(self._ts[lo:hi].copy(), kinds, [], self.spec.id, [W.Items(items)])
+        return Batch(self._ts[lo:hi].copy(), kinds, items, self.spec.id)
 
     def label(self) -> dict[str, Any]:
         return {
@@ -314,7 +320,7 @@ class Planner:
         idx = np.full(n, ki, dtype=np.int64)
         emit_predictions(acc, rng, w, idx, ts, np.zeros(n, dtype=np.int64), self.tt, e + 1, fingerprints=fps,
                          model_override=m, tag=None, ua={"original": C.ATTACKER_UAS[0]}, source=k.sources[0],
-                         conf_scale=0.8)
+                         conf_scale=0.8, wire=self.tt.wire)
         return Scenario(spec, s, int(max(acc.ts)), [_ent("api", "ueba.api_key.id", k.id),
                                                     _ent("telemetry", "ueba.model.id", w.models[m].id)], acc,
                         {"queries": n, "model": w.models[m].id})
@@ -333,8 +339,9 @@ class Planner:
         chat = rng.random(n) < 0.6
         idx = np.full(n, ki, dtype=np.int64)
         z = np.zeros(n, dtype=np.int64)
-        emit_chats(acc, rng, w, idx[chat], ts[chat], z[chat], ua=ua, source=src, out_scale=3.0)
-        emit_predictions(acc, rng, w, idx[~chat], ts[~chat], z[~chat], self.tt, e + 1, ua=ua, source=src)
+        emit_chats(acc, rng, w, idx[chat], ts[chat], z[chat], ua=ua, source=src, out_scale=3.0, wire=self.tt.wire)
+        emit_predictions(acc, rng, w, idx[~chat], ts[~chat], z[~chat], self.tt, e + 1, ua=ua, source=src,
+                         wire=self.tt.wire)
         return Scenario(spec, s, int(max(acc.ts)), [_ent("api", "ueba.api_key.id", k.id),
                                                     _ent("telemetry", "ueba.telemetry.caller_api_key", k.id)], acc,
                         {"source_ip": src["ip"], "country": place[1], "asn": place[6]})
@@ -410,8 +417,8 @@ class Planner:
         acc = _Acc()
         idx = np.full(n, ki, dtype=np.int64)
         z = np.zeros(n, dtype=np.int64)
-        emit_chats(acc, rng, w, idx[mal], ts[mal], z[mal], prompts=bad)
-        emit_chats(acc, rng, w, idx[~mal], ts[~mal], z[~mal])
+        emit_chats(acc, rng, w, idx[mal], ts[mal], z[mal], prompts=bad, wire=self.tt.wire)
+        emit_chats(acc, rng, w, idx[~mal], ts[~mal], z[~mal], wire=self.tt.wire)
         return Scenario(spec, s, int(max(acc.ts)), [_ent("api", "ueba.api_key.id", k.id)], acc,
                         {"calls": n, "injections": int(mal.sum())})
 
@@ -461,7 +468,7 @@ class Planner:
         acc = _Acc()
         idx = np.full(n, ki, dtype=np.int64)
         emit_predictions(acc, rng, w, idx, ts, np.zeros(n, dtype=np.int64), self.tt, self.E, fingerprints=fps,
-                         model_override=mi, feat_offset=4.0, pred_class=m.drift_class)
+                         model_override=mi, feat_offset=4.0, pred_class=m.drift_class, wire=self.tt.wire)
         return Scenario(spec, s, self.E - 1, [_ent("telemetry", "ueba.model.id", m.id),
                                               _ent("api", "ueba.api_key.id", k.id),
                                               _ent("telemetry", "ueba.telemetry.caller_api_key", k.id)], acc,
@@ -487,7 +494,7 @@ class Planner:
         fps = shadow.center + 0.5 * rng.standard_normal((n, FP_DIM))
         acc = _Acc()
         emit_predictions(acc, rng, w, np.full(n, ki, dtype=np.int64), ts, np.zeros(n, dtype=np.int64), self.tt, e + 1,
-                         fingerprints=fps, model_override=0, model_list=[shadow])
+                         fingerprints=fps, model_override=0, model_list=[shadow], wire=self.tt.wire)
         return Scenario(spec, s, int(max(acc.ts)), [_ent("api", "ueba.api_key.id", k.id),
                                                     _ent("telemetry", "ueba.model.id", mid)], acc, {"model": mid})
 
