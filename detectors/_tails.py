@@ -25,10 +25,21 @@ RAW_P_FLOOR = 1e-300
 
 def num(value: Any) -> float | None:
     """``value`` as a finite float, or None (missing, bool, str, NaN, inf...)."""
-    if value is None or isinstance(value, bool):
+    t = type(value)
+    if t is float:
+        return value if value - value == 0.0 else None  # NaN and +-inf fail
+    if t is int:
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    if value is None or t is bool:
         return None
     if isinstance(value, (int, float)):
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:
+            return None
         return v if math.isfinite(v) else None
     return None
 
@@ -56,11 +67,17 @@ def surprise(p: float) -> float:
 
 def text(value: Any, limit: int = 64) -> str | None:
     """An attacker-controlled identifier as a string of at most ``limit`` UTF-8 bytes, or None."""
-    if value is None or isinstance(value, (dict, list, tuple, set)):
+    if type(value) is str:
+        s = value
+    elif value is None or isinstance(value, (dict, list, tuple, set)):
         return None
-    s = value if isinstance(value, str) else str(value)
+    else:
+        s = value if isinstance(value, str) else str(value)
     if len(s) * 4 > limit:
-        s = s.encode("utf-8", "ignore")[:limit].decode("utf-8", "ignore")
+        if s.isascii():  # one byte per character: the same cut, without the round trip
+            s = s[:limit]
+        else:
+            s = s.encode("utf-8", "ignore")[:limit].decode("utf-8", "ignore")
     return s or None
 
 

@@ -248,7 +248,7 @@ class TailSketch:
     the first positive value; the suite sets it to the peer group's first event).
     """
 
-    __slots__ = ("k", "per", "sigma0", "prior", "half_life", "memory", "n", "last", "since", "top")
+    __slots__ = ("k", "per", "sigma0", "prior", "half_life", "memory", "n", "last", "since", "top", "_memo")
 
     def __init__(self, k: int = 8, *, per: int = 2, sigma0: float = 1.0, prior: float = 2.0,
                  half_life: float = 30 * 86400.0, memory: float = 90 * 86400.0, since: float = math.inf) -> None:
@@ -261,8 +261,10 @@ class TailSketch:
         self.n = 0.0
         self.last = 0.0
         self.since = since
-        #: (value, producer, time), ascending by value
+        #: (value, producer, time), ascending by value; change it only through the
+        #: methods (they reset ``_memo``, the kept values' summary)
         self.top: list[tuple[float, int, float]] = []
+        self._memo: dict[int | None, tuple[int, float, float] | None] | None = None
 
     def update(self, v: float, ts: float, who: int = 0) -> None:
         """One more block maximum ``v`` (its block ended at ``ts``) from producer ``who``."""
@@ -277,6 +279,7 @@ class TailSketch:
         top = self.top
         if len(top) >= self.k and v <= top[0][0] and ts - self.memory <= self._oldest():
             return  # the usual case: an ordinary block, nothing to keep or forget
+        self._memo = None
         cutoff = ts - self.memory
         for e in top:
             if e[2] < cutoff:
@@ -309,31 +312,46 @@ class TailSketch:
             return [e[0] for e in self.top]
         return [e[0] for e in self.top if e[1] != excl]
 
+    def _summary(self, excl: int | None) -> tuple[int, float, float]:
+        """(count, smallest, sum) of the kept values, ``excl``'s left out; memoised per
+        producer until the kept values change."""
+        m = self._memo
+        if m is None:
+            m = self._memo = {}
+            vals = [e[0] for e in self.top]
+            m[None] = (len(vals), vals[0] if vals else 0.0, sum(vals))
+            for e in self.top:
+                m[e[1]] = None  # a producer with kept values: its own summary, on demand
+        got = m.get(excl, m[None])
+        if got is None:
+            vals = [e[0] for e in self.top if e[1] != excl]
+            got = m[excl] = (len(vals), (vals[0] if vals else 0.0), sum(vals))
+        return got
+
     def sigma(self, excl: int | None = None, sigma0: float | None = None) -> float:
         """Scale of the exponential tail (the kept excesses, shrunk toward the prior)."""
-        vals = self._values(excl)
+        cnt, u, tot = self._summary(excl)
         s0 = self.sigma0 if sigma0 is None else sigma0
-        if len(vals) < 2:
+        if cnt < 2:
             return s0
-        u = vals[0]
-        return (sum(vals) - u * len(vals) + self.prior * s0) / (len(vals) - 1 + self.prior)
+        return (tot - u * cnt + self.prior * s0) / (cnt - 1 + self.prior)
 
     def tail(self, v: float, excl: int | None = None, sigma0: float | None = None) -> float:
         """Estimated ``P(V >= v)`` for one more block (1.0 with no data)."""
-        vals = self._values(excl)
+        cnt, u, tot = self._summary(excl)
         n = self.n
-        if n <= 0.0 or not vals:
+        if n <= 0.0 or not cnt:
             return 1.0
-        u = vals[0]
-        frac = min(1.0, len(vals) / n)
+        frac = min(1.0, cnt / n)
         s0 = self.sigma0 if sigma0 is None else sigma0
-        sig = s0 if len(vals) < 2 else (sum(vals) - u * len(vals) + self.prior * s0) / (len(vals) - 1 + self.prior)
+        sig = s0 if cnt < 2 else (tot - u * cnt + self.prior * s0) / (cnt - 1 + self.prior)
         if v >= u:
             return frac * math.exp(-(v - u) / sig)
         return min(1.0, frac * math.exp((u - v) / sig))
 
     def merge(self, other: "TailSketch") -> "TailSketch":
         """Pool another worker's sketch of the same statistic."""
+        self._memo = None
         self.n += other.n
         self.since = min(self.since, other.since)
         self.last = max(self.last, other.last)
@@ -368,6 +386,7 @@ class TailSketch:
             o += _TS_ITEM.size
             top.append((v, w, minute * 60.0))
         s.top = top
+        s._memo = None
         return s
 
     def __repr__(self) -> str:

@@ -55,6 +55,8 @@ import msgspec
 
 from ._tails import fmt, num, score_of, sidak, surprise
 from .base import Explanation, Score, register
+from .baseline import CoreDetector
+from .calibration import MAX_SURPRISE, surprise_of_score
 
 __all__ = ["Cusum", "BernoulliCusum", "PageHinkley", "Adwin", "TelemetryChangeParams", "TelemetryChangeDetector"]
 
@@ -333,8 +335,10 @@ def _channels(x: dict[str, Any]) -> tuple[float | None, float | None, tuple[floa
         conf = None
     err = x.get("ueba.telemetry.error")
     errs: tuple[float, float] | None = None
-    if isinstance(err, bool):
-        errs = (1.0 if err else 0.0, 1.0)
+    if err is True:
+        errs = _ONE_ERROR
+    elif err is False:
+        errs = _NO_ERROR
     else:
         rate = num(x.get("ueba.telemetry.error_rate"))
         if rate is not None and 0.0 <= rate <= 1.0:
@@ -344,13 +348,17 @@ def _channels(x: dict[str, Any]) -> tuple[float | None, float | None, tuple[floa
     return lat, conf, errs
 
 
+_ONE_ERROR = (1.0, 1.0)
+_NO_ERROR = (0.0, 1.0)
+
+
 def is_deploy(x: dict[str, Any]) -> bool:
     """A model-registry deploy event: resets per-model baselines and references."""
     return x.get("event.action") == "model-deploy"
 
 
 @register
-class TelemetryChangeDetector:
+class TelemetryChangeDetector(CoreDetector):
     """Per-model change detection on latency, error rate and confidence.
 
     See the module docstring for units, score direction and warm-up.
@@ -379,10 +387,12 @@ class TelemetryChangeDetector:
     #: Protects its baselines itself; the CUSUM statistics must see every event.
     self_protecting: ClassVar[bool] = True
 
-    __slots__ = ("params", "n", "mean", "var", "fast", "hi", "lo", "deploys")
+    __slots__ = ("n", "mean", "var", "fast", "hi", "lo", "deploys")
+
+    Params: ClassVar[type] = TelemetryChangeParams
 
     def __init__(self, params: TelemetryChangeParams | None = None) -> None:
-        self.params = params if params is not None else TelemetryChangeParams()
+        super().__init__(params)
         self.deploys = 0
         self._reset()
 
@@ -403,72 +413,159 @@ class TelemetryChangeDetector:
     def _p0(self) -> float:
         return max(self.params.min_error_rate, (self.mean[_ERR] + 0.5) / (self.var[_ERR] + 1.0))
 
-    def _evaluate(self, x: dict[str, Any]) -> list[tuple[int, float, float, float, float, bool]]:
+    def _evaluate(self, x: dict[str, Any], chans: tuple | None = None) -> list[tuple[int, float, float, float, float, bool]]:
         """Per testable channel: (channel, value, new hi, new lo, p, pushes the alarm)."""
         p = self.params
         out = []
-        lat, conf, errs = _channels(x)
-        for c, v in ((_LAT, lat), (_CONF, conf)):
-            if v is None or self.n[c] < p.warmup:
-                continue
-            z = max(-p.z_clip, min(p.z_clip, (v - self.mean[c]) / self._sd(c)))
-            half = 0.5 * p.shift * p.shift
-            hi = min(p.cap, max(0.0, self.hi[c] + p.shift * z - half))
-            lo = min(p.cap, max(0.0, self.lo[c] - p.shift * z - half))
-            pushes = (z > 0) if hi >= lo else (z < 0)
-            out.append((c, v, hi, lo, Cusum.tail(hi, lo), pushes))
-        if errs is not None and self.n[_ERR] >= p.warmup:
+        lat, conf, errs = _channels(x) if chans is None else chans
+        n = self.n
+        warm = p.warmup
+        if lat is not None and n[_LAT] >= warm:
+            out.append(self._step(_LAT, lat, p.min_log_latency_sd))
+        if conf is not None and n[_CONF] >= warm:
+            out.append(self._step(_CONF, conf, p.min_confidence_sd))
+        if errs is not None and n[_ERR] >= warm:
             k, trials = errs
-            trials = min(trials, float(p.max_summary_count))
-            k = min(k, trials)
-            b = BernoulliCusum(p.error_ratio, p.error_delta, p.cap, self.hi[_ERR])
-            llr = b.llr(k, trials, self._p0())
-            s = b.step(k, trials, self._p0())
+            if trials > p.max_summary_count:
+                trials = float(p.max_summary_count)
+            if k > trials:
+                k = trials
+            # _p0() and BernoulliCusum(error_ratio, error_delta, cap, hi).llr / .step, inlined
+            p0 = (self.mean[_ERR] + 0.5) / (self.var[_ERR] + 1.0)
+            if p0 < p.min_error_rate:
+                p0 = p.min_error_rate
+            p1 = p.error_ratio * p0
+            if p1 < p0 + p.error_delta:
+                p1 = p0 + p.error_delta
+            if p1 > 0.5:
+                p1 = 0.5
+            if p1 <= p0:
+                llr = 0.0
+            elif k:
+                llr = k * math.log(p1 / p0) + (trials - k) * math.log((1 - p1) / (1 - p0))
+            else:
+                llr = trials * math.log((1 - p1) / (1 - p0))
+            s = self.hi[_ERR] + llr
+            s = 0.0 if s < 0.0 else (p.cap if s > p.cap else s)
             out.append((_ERR, k / trials, s, 0.0, math.exp(-s), llr > 0))
         return out
 
+    def _step(self, c: int, v: float, floor: float) -> tuple[int, float, float, float, float, bool]:
+        """One two-sided CUSUM step of channel ``c`` (Cusum.step, inlined)."""
+        p = self.params
+        zc = p.z_clip
+        z = (v - self.mean[c]) / math.sqrt(self.var[c] + floor * floor)
+        if z > zc:
+            z = zc
+        elif z < -zc:
+            z = -zc
+        shift = p.shift
+        half = 0.5 * shift * shift
+        cap = p.cap
+        hi = self.hi[c] + shift * z - half
+        hi = 0.0 if hi < 0.0 else (cap if hi > cap else hi)
+        lo = self.lo[c] - shift * z - half
+        lo = 0.0 if lo < 0.0 else (cap if lo > cap else lo)
+        if hi >= lo:
+            pv = 2.0 * math.exp(-hi)
+            pushes = z > 0
+        else:
+            pv = 2.0 * math.exp(-lo)
+            pushes = z < 0
+        return c, v, hi, lo, (pv if pv < 1.0 else 1.0), pushes
+
     # --- the streaming protocol ------------------------------------------------
 
-    def score_one(self, x: dict[str, Any], ts: float) -> Score:
+    def score_one(self, x: dict[str, Any], ts: float, peers: Any = None) -> Score:
         """Score one telemetry event; pure. ``ts`` is not used (order is what matters)."""
         if is_deploy(x):
             return Score(0.0)
-        ev = self._evaluate(x)
-        if not ev:
+        s, raw, ctx = self._assess(x, ts, None)
+        if ctx[2] < 0:
             return Score(0.0)
-        ps = [(e[4] if e[5] else 1.0) for e in ev]
-        p_all = sidak(min(ps), len(ps))
-        i = min(range(len(ev)), key=lambda j: (ps[j], -max(ev[j][2], ev[j][3])))
-        return Score(score_of(p_all), surprise(p_all), self._explain(ev[i], ps[i]))
+        return Score(s, raw, self._explain(ctx, None))
 
-    def learn_one(self, x: dict[str, Any], ts: float) -> None:
+    def learn_one(self, x: dict[str, Any], ts: float, peers: Any = None, score: float | None = None) -> None:
         """Update the model's baselines and CUSUM statistics; a deploy event resets them."""
+        self._learn(x, ts, None, 0.0, None)
+
+    # --- the CoreDetector hooks (what the suite calls: one evaluation per event) ---
+
+    def _assess(self, x: dict[str, Any], ts: float, peers: Any) -> tuple[float, float, Any]:
+        if x.get("event.action") == "model-deploy":  # is_deploy, inlined
+            return 0.0, 0.0, None
+        chans = _channels(x)
+        ev = self._evaluate(x, chans)
+        if not ev:
+            return 0.0, 0.0, (chans, ev, -1, 1.0)
+        if len(ev) == 1:
+            e = ev[0]
+            pc = e[4] if e[5] else 1.0
+            return score_of(pc), surprise(pc), (chans, ev, 0, pc)
+        # the smallest p, ties to the larger statistic; Sidak over the channels
+        i = -1
+        best = key = 0.0
+        for j, e in enumerate(ev):
+            pc = e[4] if e[5] else 1.0
+            st = e[2] if e[2] > e[3] else e[3]
+            if i < 0 or pc < best or (pc == best and st > key):
+                i, best, key = j, pc, st
+        p_all = sidak(best, len(ev))
+        return score_of(p_all), surprise(p_all), (chans, ev, i, best)
+
+    def _surprise(self, score: float, raw: float, ctx: Any) -> float:
+        # raw is -log10 p already (what the suite does for raw_is_surprise detectors)
+        r = surprise_of_score(score)
+        if score > 0.0 and raw > r:
+            r = min(raw, MAX_SURPRISE)
+        return r
+
+    def _learn(self, x: dict[str, Any], ts: float, peers: Any, score: float, ctx: Any) -> None:
         p = self.params
-        if is_deploy(x):
+        if x.get("event.action") == "model-deploy":  # is_deploy
             self.deploys += 1
             self._reset()
             return
-        for c, v, hi, lo, pv, _ in self._evaluate(x):
-            self.hi[c], self.lo[c] = hi, lo
-            if pv < p.protect_p:
-                self._fast(c, v)
-                continue
-            self._baseline(c, v, x)
-        lat, conf, errs = _channels(x)
+        if ctx is None:
+            chans = _channels(x)
+            ev = self._evaluate(x, chans)
+        else:
+            chans, ev = ctx[0], ctx[1]
+        lat, conf, errs = chans
+        prot = p.protect_p
+        for c, v, hi, lo, pv, _ in ev:
+            self.hi[c] = hi
+            self.lo[c] = lo
+            if pv < prot:
+                self.fast[c] += p.fast_alpha * (v - self.fast[c])
+            elif c == _ERR:
+                self._baseline(c, v, errs)
+            else:
+                # _baseline of a warm channel, inlined
+                n = self.n[c] = self.n[c] + 1
+                a = 1.0 / n
+                if a < p.alpha:
+                    a = p.alpha
+                d = v - self.mean[c]
+                self.mean[c] += a * d
+                self.var[c] = (1 - a) * (self.var[c] + a * d * d)
+                self.fast[c] += p.fast_alpha * (v - self.fast[c])
         # channels still warming up
-        for c, v in ((_LAT, lat), (_CONF, conf)):
-            if v is not None and self.n[c] < p.warmup:
-                self._baseline(c, v, x)
-        if errs is not None and self.n[_ERR] < p.warmup:
-            self._baseline(_ERR, 0.0, x)
+        n = self.n
+        warm = p.warmup
+        if lat is not None and n[_LAT] < warm:
+            self._baseline(_LAT, lat, errs)
+        if conf is not None and n[_CONF] < warm:
+            self._baseline(_CONF, conf, errs)
+        if errs is not None and n[_ERR] < warm:
+            self._baseline(_ERR, 0.0, errs)
 
     def _fast(self, c: int, v: float) -> None:
         self.fast[c] += self.params.fast_alpha * (v - self.fast[c])
 
-    def _baseline(self, c: int, v: float, x: dict[str, Any]) -> None:
+    def _baseline(self, c: int, v: float, errs: tuple[float, float] | None) -> None:
         p = self.params
         if c == _ERR:
-            errs = _channels(x)[2]
             assert errs is not None
             k, trials = errs
             trials = min(trials, float(p.max_summary_count))
@@ -506,8 +603,9 @@ class TelemetryChangeDetector:
 
     # --- explanation ------------------------------------------------------------
 
-    def _explain(self, e: tuple[int, float, float, float, float, bool], p_chan: float) -> Explanation:
-        c, v, hi, lo, pv, pushes = e
+    def _explain(self, ctx: Any, peers: Any) -> Explanation:
+        _chans, ev, i, p_chan = ctx
+        c, v, hi, lo, pv, pushes = ev[i]
         stat = max(hi, lo)
         if c == _ERR:
             p0 = self._p0()

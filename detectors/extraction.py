@@ -55,24 +55,50 @@ this the detector must be shown *every* event: ``self_protecting = True``
 tells the runtime not to withhold high-scoring events from ``learn_one``
 (withholding them freezes the windows the attack is measured in).
 
-State: about 1.4 KiB per key, independent of the stream (fixed-size arrays,
+State: about 1.5 KiB per key, independent of the stream (fixed-size arrays,
 bitmaps and a bounded reservoir; the projection matrix is derived from
 ``params.seed`` and shared by all keys).
+
+The three shape statistics (W, mean and CV of the ring) are window
+statistics of the last ``mindist_window`` distances; they are computed every
+``shape_every`` (default 4) new distances, kept in the state and reused by
+the queries in between (their scores lag the ring by at most three
+distances). The key's baselines of them learn each computation as
+``shape_every`` observations (``_robust_ew`` with ``k``); their robustness
+rules start after 10 computations, and a baseline tests once it has learnt
+``cv_min`` computations.
+
+Cost: one assessment per event. The class follows the
+:class:`~detectors.baseline.CoreDetector` protocol, so the suite scores and
+learns an event from the same ``_assess`` (``score_one`` + ``learn_one``
+would compute it twice) and builds the explanation only for a finding.
+The per-event path keeps numpy for the two vector operations that pay
+(projection, nearest neighbour in the reservoir) and does everything else
+(cells, novelty, volumes; Shapiro-Wilk on the sorted ring every
+``shape_every`` distances) on plain Python floats: below ~50 elements a
+numpy call costs more than the arithmetic. States of version 1 (shape
+statistics computed per query) still load: the statistics are computed from
+the stored ring.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+from array import array
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import mul
 from typing import Any, ClassVar
 
 import msgspec
 import numpy as np
-from scipy.special import bdtrc, ndtri
+from scipy.special import ndtri
 
-from ._tails import fmt, normal_sf, num, score_of, sidak, surprise
+from ._tails import P_FLOOR, RAW_P_FLOOR, fmt, normal_sf, num, score_of, sidak, surprise
 from .base import Explanation, Score, register
+from .baseline import CoreDetector
+from .calibration import MAX_SURPRISE, surprise_of_score
 
 __all__ = ["ExtractionParams", "ExtractionDetector", "shapiro_wilk"]
 
@@ -134,6 +160,27 @@ def shapiro_wilk(x: np.ndarray) -> tuple[float, float]:
     return w, normal_sf(_royston_z(w, n))
 
 
+@lru_cache(maxsize=64)
+def _sw_half(n: int) -> tuple[float, ...]:
+    """The upper half of the (antisymmetric) ``a`` coefficients, largest first:
+    ``a . x == sum(h[i] * (x[n-1-i] - x[i]))`` for ascending ``x``."""
+    a = _sw_coefficients(n)
+    return tuple(float(a[n - 1 - i]) for i in range(n // 2))
+
+
+def _shapiro_w_sorted(xs: list[float], mean: float, ssq: float) -> float:
+    """Shapiro-Wilk ``W`` of an ascending list (``mean`` and ``ssq = sum((x -
+    mean)**2)`` given), 1.0 for a constant sample; as :func:`shapiro_wilk`."""
+    n = len(xs)
+    if ssq <= 1e-300 * n or xs[-1] - xs[0] <= 1e-12 * max(abs(xs[-1]), 1e-300):
+        return 1.0
+    h = _sw_half(n)
+    # a . x over the ascending sample: the upper half (descending) minus the lower half
+    s = sum(map(mul, h, xs[: n - 1 - len(h) : -1])) - sum(map(mul, h, xs))
+    w = s * s / ssq
+    return w if w < 1.0 else 1.0
+
+
 def _royston_z(w: float, n: int) -> float:
     """Royston's normalising transform of W (n >= 12): ~N(0, 1) for normal samples."""
     if w >= 1.0:
@@ -149,7 +196,10 @@ def _royston_z(w: float, n: int) -> float:
 class ExtractionParams:
     """Hyperparameters of :class:`ExtractionDetector`, shared by every key.
 
-    Times are seconds, counts are events unless stated.
+    Times are seconds, counts are events unless stated. ``shape_every``: new
+    nearest-neighbour distances between two computations of the shape
+    statistics (1 = every query); ``cv_min``: computations a shape baseline
+    needs before it tests.
     """
 
     warmup: int = 50
@@ -172,6 +222,7 @@ class ExtractionParams:
     shapiro_w: float = 0.90
     shape_alpha: float = 0.002
     cv_min: int = 50
+    shape_every: int = 4
     duplicate_eps: float = 1e-3
     protect_p: float = 1e-3
     seed: int = 20190617
@@ -185,6 +236,8 @@ class ExtractionParams:
             raise ValueError("novelty_window must be in 1..64")
         if not 12 <= self.mindist_window <= 256 or not 12 <= self.shapiro_min <= self.mindist_window:
             raise ValueError("need 12 <= shapiro_min <= mindist_window <= 256")
+        if self.shape_every < 1:
+            raise ValueError("shape_every must be >= 1")
         if self.reservoir < 2 or self.rate_window <= 0 or not 0 < self.rate_alpha < 1:
             raise ValueError("reservoir >= 2, rate_window > 0, 0 < rate_alpha < 1")
 
@@ -218,8 +271,16 @@ def _fingerprint(x: dict[str, Any], max_dims: int) -> np.ndarray | None:
     if not isinstance(fp, (list, tuple)) or not 1 <= len(fp) <= max_dims:
         return None
     try:
+        # The usual case, a list of finite floats, checked without numpy: the sum
+        # of numbers is finite only if every one of them is.
+        s = sum(fp)
+        if type(s) is float and s - s == 0.0:
+            return np.array(fp, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    try:
         arr = np.asarray(fp, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if arr.ndim != 1 or not np.isfinite(arr).all():
         return None
@@ -231,43 +292,87 @@ _MASK64 = (1 << 64) - 1
 _SHAPE_SD_FLOOR = 0.3
 
 
-def _robust_ew(mean: float, var: float, n: int, x: float, alpha: float, p_x: float) -> tuple[float, float, int]:
+def _robust_ew(mean: float, var: float, n: int, x: float, alpha: float, p_x: float, k: int = 1) -> tuple[float, float, int]:
     """EWMA mean/variance (cumulative until 1/alpha points), robust to a slow sweep.
 
     The step is clipped to 2.5 standard deviations, and a value already in the
     signal's own 1% tail (``p_x``) is learnt ten times slower: a sweep that
     builds up before the key's combined score flags it barely moves the
-    baseline, while a lasting benign change is still learnt eventually."""
-    a = max(alpha, 1.0 / (n + 1))
-    if p_x < 0.01 and n >= 10:
-        a = alpha / 10.0
+    baseline, while a lasting benign change is still learnt eventually.
+    ``x`` stands for ``k`` observations (a statistic computed every k queries)."""
+    # n counts observations; the robustness starts after 10 values (10 * k observations)
+    settled = n >= 10 * k
+    if k == 1:
+        a = max(alpha, 1.0 / (n + 1))
+        if p_x < 0.01 and settled:
+            a = alpha / 10.0
+    else:
+        a = max(1.0 - (1.0 - alpha) ** k, k / (n + k))
+        if p_x < 0.01 and settled:
+            a = 1.0 - (1.0 - alpha / 10.0) ** k
     d = x - mean
-    if n >= 10:
+    if settled:
         lim = 2.5 * math.sqrt(var + _SHAPE_SD_FLOOR**2)
         d = max(-lim, min(lim, d))
     mean += a * d
     var = (1 - a) * (var + a * d * d)
-    return mean, var, n + 1
+    return mean, var, n + k
 
 
-@dataclass(slots=True)
+#: Signal kinds in an assessment's ``pvals`` (how to explain them).
+_VOLUME, _NOVELTY, _PRADA, _STEP, _SWEEP = range(5)
+_ZERO3 = (0.0, 0.0, 0.0)
+
+
+@lru_cache(maxsize=64)
+def _royston_params(n: int) -> tuple[float, float]:
+    ln_n = math.log(n)
+    return _poly(_C5, ln_n), math.exp(_poly(_C6, ln_n))
+
+
+def _binom_sf(k: int, n: int, q: float) -> float:
+    """``P(X >= k)`` for ``X ~ Binomial(n, q)`` (``scipy.special.bdtrc(k - 1, n, q)``),
+    in plain Python for the small ``n`` of the novelty window (<= 64)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    r = q / (1.0 - q)
+    if k > n * q:
+        # upper tail: terms fall off geometrically from j = k
+        t = math.comb(n, k) * q**k * (1.0 - q) ** (n - k)
+        acc = t
+        for j in range(k, n):
+            t *= r * (n - j) / (j + 1)
+            acc += t
+            if t < acc * 1e-17:
+                break
+        return min(acc, 1.0)
+    # lower part (j < k) is the smaller side: 1 - P(X <= k - 1)
+    t = (1.0 - q) ** n
+    acc = t
+    for j in range(k - 1):
+        t *= r * (n - j) / (j + 1)
+        acc += t
+    return max(1.0 - acc, 0.0)
+
+
 class _Assessment:
-    """Everything score_one computes, reused by learn_one so the two agree."""
+    """Everything one assessment of an event computes, reused by learning so the two agree."""
 
-    window: int
-    #: (tail probability, statistic, explanation builder, builder args) per testable signal
-    pvals: list[tuple[float, float, Any, tuple]]
-    p: float
-    proj: np.ndarray | None = None
-    dmin: float | None = None
-    cell_bit: int = -1
-    novel: bool = False
-    fp: np.ndarray | None = None
-    cv: float | None = None
-    wz: float | None = None
-    level: float | None = None
-    #: per-signal tails of the shape statistics (W, step size, CV), for baseline gating
-    p_shape: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    __slots__ = ("window", "pvals", "p", "amounts", "proj", "dmin", "cell_bit", "novel", "fp")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        #: (tail probability, statistic, signal kind, explanation args) per testable signal
+        self.pvals: list[tuple[float, float, int, tuple]] = []
+        self.p = 1.0
+        self.amounts: tuple[float, float | None, float | None] | None = None
+        self.proj: np.ndarray | None = None
+        self.dmin: float | None = None
+        self.cell_bit = -1
+        self.novel = False
+        self.fp: np.ndarray | None = None
 
 
 class _State(msgspec.Struct, array_like=True):
@@ -307,10 +412,20 @@ class _State(msgspec.Struct, array_like=True):
     lvl_mean: float
     lvl_var: float
     lvl_n: int
+    # version 2: the shape statistics of the last computation (see shape_every)
+    sh_new: int = 0
+    sh: bytes = b""
+
+
+#: State versions: 1 computed the shape statistics for every query; 2 keeps the
+#: last computation (``sh``: W, its normal score, level, CV as float32, ring size).
+_VERSION = 2
+_SH = struct.Struct("<4fH")
+_NAN = math.nan
 
 
 @register
-class ExtractionDetector:
+class ExtractionDetector(CoreDetector):
     """Per-API-key model-extraction scorer. See the module docstring.
 
     Parameters
@@ -334,6 +449,7 @@ class ExtractionDetector:
     """
 
     name: ClassVar[str] = "api_extraction"
+    Params: ClassVar[type] = ExtractionParams
     entity_type: ClassVar[str] = "api_key"
     entity_field: ClassVar[str] = "ueba.api_key.id"
     techniques: ClassVar[tuple[str, ...]] = ("AML.T0024", "AML.T0024.002", "AML.T0040")
@@ -346,14 +462,15 @@ class ExtractionDetector:
     dense_scores: ClassVar[bool] = True
 
     __slots__ = (
-        "params", "n", "win", "cur", "prev", "obs", "mean", "var", "nwin",
+        "n", "win", "cur", "prev", "obs", "mean", "var", "nwin",
         "fp_dim", "fp_n", "alt_dim", "alt_run", "mu", "sd", "res", "res_len", "res_pos",
         "md", "md_len", "md_pos", "bm_cur", "bm_prev", "nov_ring", "nov_len",
         "nov_s", "nov_n", "cv_mean", "cv_var", "cv_n", "w_mean", "w_var", "w_n", "lvl_mean", "lvl_var", "lvl_n",
+        "sh_new", "sh", "_shp", "_cw", "_eps", "_g",
     )  # fmt: skip
 
     def __init__(self, params: ExtractionParams | None = None) -> None:
-        self.params = params if params is not None else ExtractionParams()
+        super().__init__(params)
         self.n = 0
         self.win = -1
         self.cur = [0.0, 0.0, 0.0]
@@ -370,14 +487,22 @@ class ExtractionDetector:
         self.fp_n = 0
         self.alt_dim = 0
         self.alt_run = 0
-        self.mu = np.zeros(p.proj_dims)
-        self.sd = np.zeros(p.proj_dims)  # Welford M2 until fp_warmup, then frozen sd
+        self.mu = [0.0] * p.proj_dims
+        self.sd = [0.0] * p.proj_dims  # Welford M2 until fp_warmup, then frozen sd
         self.res = np.zeros((p.reservoir, p.proj_dims), dtype=np.float32)
         self.res_len = 0
         self.res_pos = 0
-        self.md = np.zeros(p.mindist_window, dtype=np.float32)
+        self.md = array("f", bytes(4 * p.mindist_window))
         self.md_len = 0
         self.md_pos = 0
+        #: ring updates since the shape statistics were last computed, and those
+        #: statistics: (W, W's normal score, level, CV, ring size) or None
+        self.sh_new = 0
+        self.sh: tuple[float, float, float, float, int] | None = None
+        self._shp: tuple = ()  # their pvals entries against the current baselines (derived)
+        self._cw: list[float] = []  # cell widths sd * cell_width, once frozen (derived)
+        self._eps = 1e-9  # the duplicate radius (derived)
+        self._g = 0.5 ** (1.0 / p.novelty_halflife)
         self.bm_cur = 0
         self.bm_prev = 0
         self.nov_ring = 0
@@ -396,30 +521,76 @@ class ExtractionDetector:
 
     # --- the streaming protocol ------------------------------------------
 
-    def score_one(self, x: dict[str, Any], ts: float) -> Score:
+    def score_one(self, x: dict[str, Any], ts: float, peers: Any = None) -> Score:
         """Score one API call; pure. ``ts`` in seconds since the epoch."""
         if self.n < self.params.warmup:
             return Score(0.0)
-        a = self._assess(x, ts)
+        a = self._assess_event(x, ts)
         if not a.pvals:
             return Score(0.0)
-        # Dominant signal: smallest p; ties (both beyond float range) go to the larger statistic.
-        _, _, build, args = min(a.pvals, key=lambda t: (t[0], -abs(t[1])))
-        return Score(score_of(a.p), surprise(a.p), build(*args))
+        return Score(score_of(a.p), surprise(a.p), self._explain(a, None))
 
-    def learn_one(self, x: dict[str, Any], ts: float) -> None:
+    def learn_one(self, x: dict[str, Any], ts: float, peers: Any = None, score: float | None = None) -> None:
         """Fold one API call into the key's state. ``ts`` in seconds."""
-        p = self.params
         ts_f = num(ts)
         if ts_f is None:
             return
-        a = self._assess(x, ts_f)
+        self._learn_event(x, self._assess_event(x, ts_f))
+
+    # --- the CoreDetector hooks (what the suite calls: one assessment per event) ---
+
+    def _assess(self, x: dict[str, Any], ts: float, peers: Any) -> tuple[float, float, Any]:
+        a = self._assess_event(x, ts)
+        if self.n < self.params.warmup or not a.pvals:
+            return 0.0, 0.0, a
+        p = a.p
+        # score_of(p), surprise(p), inlined
+        if p >= 1.0:
+            return 0.0, -0.0, a
+        return 100.0 * (1.0 - (p if p > P_FLOOR else P_FLOOR)), -math.log10(p if p > RAW_P_FLOOR else RAW_P_FLOOR), a
+
+    def _surprise(self, score: float, raw: float, ctx: Any) -> float:
+        # raw is -log10 p already (what the suite does for raw_is_surprise detectors)
+        r = surprise_of_score(score)
+        if score > 0.0 and raw > r:
+            r = min(raw, MAX_SURPRISE)
+        return r
+
+    def _learn(self, x: dict[str, Any], ts: float, peers: Any, score: float, ctx: Any) -> None:
+        if num(ts) is None:
+            return
+        self._learn_event(x, ctx)
+
+    def _explain(self, ctx: Any, peers: Any) -> Explanation:
+        # Dominant signal: smallest p; ties (both beyond float range) go to the larger statistic.
+        _, _, kind, args = min(ctx.pvals, key=lambda t: (t[0], -abs(t[1])))
+        if kind == _VOLUME:
+            return self._volume_expl(*args)
+        if kind == _NOVELTY:
+            return self._novelty_expl(*args)
+        if kind == _PRADA:
+            return self._prada_expl(*args)
+        if kind == _STEP:
+            return self._step_expl(*args)
+        return self._sweep_expl(*args)
+
+    def _learn_event(self, x: dict[str, Any], a: _Assessment) -> None:
+        p = self.params
         protected = a.p < p.protect_p and self.n >= p.warmup
-        self._roll(a.window)
-        for c, amount in enumerate(_amounts(x)):
-            if amount is not None:
-                self.cur[c] += amount
-                self.obs |= 1 << c
+        if a.window > self.win:
+            self._roll(a.window)
+        amounts = a.amounts if a.amounts is not None else _amounts(x)
+        cur = self.cur
+        req, body, tokens = amounts
+        cur[0] += req
+        obs = self.obs | 1
+        if body is not None:
+            cur[1] += body
+            obs |= 2
+        if tokens is not None:
+            cur[2] += tokens
+            obs |= 4
+        self.obs = obs
         self.n += 1
         if a.fp is not None:
             self._learn_fingerprint(a.fp, a, protected)
@@ -428,14 +599,15 @@ class ExtractionDetector:
         """Compact, exact serialisation of the key's state (msgpack)."""
         return msgspec.msgpack.encode(
             _State(
-                1, self.n, self.win, self.cur, self.prev, self.obs, self.mean, self.var, self.nwin,
+                _VERSION, self.n, self.win, self.cur, self.prev, self.obs, self.mean, self.var, self.nwin,
                 self.fp_dim, self.fp_n, self.alt_dim, self.alt_run,
-                self.mu.tobytes(), self.sd.tobytes(),
+                array("d", self.mu).tobytes(), array("d", self.sd).tobytes(),
                 self.res[: self.res_len].tobytes(), self.res_len, self.res_pos,
                 self.md[: self.md_len].tobytes(), self.md_len, self.md_pos,
                 _bits(self.bm_cur, self.params.bitmap_bits), _bits(self.bm_prev, self.params.bitmap_bits),
                 self.nov_ring, self.nov_len, self.nov_s, self.nov_n, self.cv_mean, self.cv_var, self.cv_n,
                 self.w_mean, self.w_var, self.w_n, self.lvl_mean, self.lvl_var, self.lvl_n,
+                self.sh_new, _SH.pack(*self.sh) if self.sh is not None else b"",
             )
         )  # fmt: skip
 
@@ -443,27 +615,35 @@ class ExtractionDetector:
     def from_bytes(cls, data: bytes, params: ExtractionParams | None = None) -> "ExtractionDetector":
         """Rebuild a detector from :meth:`to_bytes` output (same params as when saved)."""
         s = msgspec.msgpack.decode(data, type=_State)
-        if s.version != 1:
+        if s.version not in (1, _VERSION):
             raise ValueError(f"unsupported {cls.name} state version {s.version}")
         det = cls(params)
         p = det.params
         det.n, det.win, det.obs = s.n, s.win, s.obs
         det.cur, det.prev, det.mean, det.var, det.nwin = s.cur, s.prev, s.mean, s.var, s.nwin
         det.fp_dim, det.fp_n, det.alt_dim, det.alt_run = s.fp_dim, s.fp_n, s.alt_dim, s.alt_run
-        det.mu = np.frombuffer(s.mu, dtype=np.float64).copy()
-        det.sd = np.frombuffer(s.sd, dtype=np.float64).copy()
+        det.mu = array("d", s.mu).tolist()
+        det.sd = array("d", s.sd).tolist()
         det.res_len, det.res_pos = s.res_len, s.res_pos
         if s.res_len:
             det.res[: s.res_len] = np.frombuffer(s.res, dtype=np.float32).reshape(s.res_len, p.proj_dims)
         det.md_len, det.md_pos = s.md_len, s.md_pos
         if s.md_len:
-            det.md[: s.md_len] = np.frombuffer(s.md, dtype=np.float32)
+            det.md[: s.md_len] = array("f", s.md)
+        if det._frozen():
+            det._frozen_derived()
         det.bm_cur = int.from_bytes(s.bm_cur, "little")
         det.bm_prev = int.from_bytes(s.bm_prev, "little")
         det.nov_ring, det.nov_len, det.nov_s, det.nov_n = s.nov_ring, s.nov_len, s.nov_s, s.nov_n
         det.cv_mean, det.cv_var, det.cv_n = s.cv_mean, s.cv_var, s.cv_n
         det.w_mean, det.w_var, det.w_n = s.w_mean, s.w_var, s.w_n
         det.lvl_mean, det.lvl_var, det.lvl_n = s.lvl_mean, s.lvl_var, s.lvl_n
+        det.sh_new = s.sh_new
+        if s.sh:
+            det.sh = _SH.unpack(s.sh)
+        elif s.version == 1 and det._frozen():
+            det.sh = det._shape_stats()  # a version-1 state: its ring's statistics, as of now
+        det._shape_pvals()
         return det
 
     # --- volume --------------------------------------------------------------
@@ -498,20 +678,26 @@ class ExtractionDetector:
     def _sd(self, c: int) -> float:
         return math.sqrt(self.var[c] + self.params.min_log_sd**2)
 
-    def _volume(self, x: dict[str, Any], ts: float, window: int, out: list) -> None:
+    def _volume(self, amounts: tuple, ts: float, window: int, out: list) -> None:
         p = self.params
+        nwin = self.nwin
+        mw = p.min_windows
+        if nwin[0] < mw and nwin[1] < mw and nwin[2] < mw:
+            return
         if window > self.win:
-            cur = (0.0, 0.0, 0.0)
-            prev = self.cur if window == self.win + 1 else (0.0, 0.0, 0.0)
+            cur = _ZERO3
+            prev = self.cur if window == self.win + 1 else _ZERO3
         else:
             cur, prev = self.cur, self.prev
         frac = min(max(ts / p.rate_window - window, 0.0), 1.0)
-        for c, amount in enumerate(_amounts(x)):
-            if amount is None or self.nwin[c] < p.min_windows:
+        s0 = p.min_log_sd * p.min_log_sd
+        for c in range(3):
+            amount = amounts[c]
+            if amount is None or nwin[c] < mw:
                 continue
             observed = cur[c] + amount + prev[c] * (1.0 - frac)
-            z = (math.log1p(observed) - self.mean[c]) / self._sd(c)
-            out.append((normal_sf(z), z, self._volume_expl, (c, observed, z)))
+            z = (math.log1p(observed) - self.mean[c]) / math.sqrt(self.var[c] + s0)
+            out.append((normal_sf(z), z, _VOLUME, (c, observed, z)))
 
     def _volume_expl(self, c: int, observed: float, z: float) -> Explanation:
         p = self.params
@@ -531,42 +717,42 @@ class ExtractionDetector:
     def _frozen(self) -> bool:
         return self.fp_n >= self.params.fp_warmup
 
-    def _cell_bit(self, proj: np.ndarray) -> int:
+    def _cell_bit(self, proj: list[float]) -> int:
         p = self.params
-        k = p.cell_dims
-        # Plain floats: four numpy ops on 4-element arrays cost more than the arithmetic.
         key = 0
-        for j, (v, m, sd) in enumerate(zip(proj[:k].tolist(), self.mu[:k].tolist(), self.sd[:k].tolist())):
-            c = math.floor((v - m) / (sd * p.cell_width))
-            key |= (min(max(c, -8), 7) + 8) << (4 * j)
+        j = 0
+        floor = math.floor
+        for v, m, w in zip(proj, self.mu, self._cw):  # _cw has cell_dims entries
+            c = floor((v - m) / w)
+            key |= ((c if c < 7 else 7) + 8 if c > -8 else 0) << j
+            j += 4
         h = ((key + 1) * 0x9E3779B97F4A7C15 + p.seed) & _MASK64
         h ^= h >> 29
         h = (h * 0xBF58476D1CE4E5B9) & _MASK64
         return (h >> 20) % p.bitmap_bits
 
     def _mindist(self, proj: np.ndarray) -> float | None:
-        if self.res_len == 0:
+        n = self.res_len
+        if n == 0:
             return None
-        diff = self.res[: self.res_len] - proj.astype(np.float32)
-        return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
+        # float64 (the reservoir's float32 values are exact in it); four numpy calls
+        diff = (self.res if n == self.params.reservoir else self.res[:n]) - proj
+        diff *= diff
+        d2 = _min_reduce(diff @ _ones(diff.shape[1]))
+        # at float32 precision, as the ring stores it (so a restored key scores the same)
+        return _F32.unpack(_F32.pack(math.sqrt(d2)))[0]
 
     def _dup_eps(self) -> float:
         if self._frozen():
-            return self.params.duplicate_eps * float(self.sd.sum()) / self.sd.shape[0]
+            sd = self.sd
+            return self.params.duplicate_eps * sum(sd) / len(sd)
         return 1e-9
 
-    def _md_with(self, d: float | None) -> np.ndarray:
-        """The min-distance ring as it would be after adding ``d`` (oldest dropped)."""
+    def _frozen_derived(self) -> None:
+        """Values derived from the frozen spreads: cell widths and the duplicate radius."""
         p = self.params
-        if self.md_len < p.mindist_window:
-            base = self.md[: self.md_len]
-        else:
-            base = np.concatenate((self.md[self.md_pos :], self.md[: self.md_pos]))
-        if d is None:
-            return base.astype(np.float64)
-        if base.shape[0] == p.mindist_window:
-            base = base[1:]
-        return np.append(base.astype(np.float64), d)
+        self._cw = [v * p.cell_width for v in self.sd[: p.cell_dims]]
+        self._eps = self._dup_eps()
 
     def _inputs(self, fp: np.ndarray, a: _Assessment) -> None:
         p = self.params
@@ -576,47 +762,89 @@ class ExtractionDetector:
         a.proj = proj
         d = self._mindist(proj)
         a.dmin = d
-        if d is not None and d <= self._dup_eps():
-            d = None  # retries / cache hits say nothing about exploration
-        if not self._frozen():
+        if self.fp_n < p.fp_warmup:  # not frozen yet
             return
         out = a.pvals
-        bit = self._cell_bit(proj)
+        bit = self._cell_bit(proj.tolist())
         a.cell_bit = bit
-        a.novel = not ((self.bm_cur | self.bm_prev) >> bit & 1)
-        if self.nov_n >= p.novelty_min and a.novel:
+        a.novel = novel = not ((self.bm_cur | self.bm_prev) >> bit & 1)
+        if novel and self.nov_n >= p.novelty_min:
             nwin = min(self.nov_len + 1, p.novelty_window)
             k = (((self.nov_ring << 1) | 1) & ((1 << nwin) - 1)).bit_count()
             q = min(max((self.nov_s + 0.5) / (self.nov_n + 1.0), 0.01), 0.99)
-            out.append((float(bdtrc(k - 1, nwin, q)), float(k), self._novelty_expl, (k, nwin, q)))
-        ring = self._md_with(d)
-        n = ring.shape[0]
+            out.append((_binom_sf(k, nwin, q), float(k), _NOVELTY, (k, nwin, q)))
+        # PRADA, step size, sweep regularity: the last computation of the ring's statistics
+        # (every shape_every new distances; see _learn_fingerprint)
+        if self._shp:
+            out.extend(self._shp)
+
+    def _shape_stats(self) -> tuple[float, float, float, float, int] | None:
+        """(W, W's normal score, level, CV, ring size) of the min-distance ring, at
+        float32 precision (as serialised); None below ``shapiro_min`` distances.
+        Level and CV are NaN for an all-zero ring."""
+        p = self.params
+        n = self.md_len
         if n < p.shapiro_min:
+            return None
+        srt = sorted(self.md[:n].tolist())
+        total = sum(srt)
+        mean = total / n
+        sq = sum(map(mul, srt, srt))
+        ssq = sq - total * mean
+        if ssq < 1e-6 * sq:  # nearly constant: the one-pass form loses digits
+            dev = [v - mean for v in srt]
+            ssq = sum(map(mul, dev, dev))
+        w = _shapiro_w_sorted(srt, mean, ssq)
+        if w >= 1.0:
+            wz = -10.0
+        else:
+            loc, scale = _royston_params(n)
+            wz = (math.log1p(-w) - loc) / scale
+        if total > 0:
+            level, cv = mean, math.sqrt((ssq if ssq > 0.0 else 0.0) / (n - 1)) / mean
+        else:
+            level = cv = _NAN
+        return _SH.unpack(_SH.pack(w, wz, level, cv, n))
+
+    def _shape_tails(self) -> tuple[float, float, float]:
+        """Per-signal tails (W low on Royston's scale, level low, CV low) of the stored
+        statistics against the key's baselines."""
+        sh = self.sh
+        if sh is None:
+            return 1.0, 1.0, 1.0
+        _w, wz, level, cv, _n = sh
+        floor2 = _SHAPE_SD_FLOOR * _SHAPE_SD_FLOOR
+        p_w = 0.5 * erfc((wz - self.w_mean) / math.sqrt(self.w_var + floor2) * _SQRT1_2)
+        p_lvl = p_cv = 1.0
+        if level == level:
+            p_lvl = 0.5 * erfc(-(math.log(level) - self.lvl_mean) / math.sqrt(self.lvl_var + floor2) * _SQRT1_2)
+            if cv > 0:
+                p_cv = 0.5 * erfc(-(math.log(cv) - self.cv_mean) / math.sqrt(self.cv_var + floor2) * _SQRT1_2)
+        return p_w, p_lvl, p_cv
+
+    def _shape_pvals(self) -> None:
+        """The pvals entries the stored statistics add to a query's score (derived:
+        they change only when the statistics or the baselines do)."""
+        p = self.params
+        sh = self.sh
+        if sh is None:
+            self._shp = ()
             return
-        w, _ = shapiro_wilk(ring)
-        wz = _royston_z(w, n)
-        a.wz = wz
-        p_w = p_lvl = p_cv = 1.0
-        if self.w_n >= p.cv_min:
+        w, _wz, level, cv, n = sh
+        p_w, p_lvl, p_cv = self._shape_tails()
+        out = []
+        # a baseline tests once it has learnt cv_min values (of shape_every queries each)
+        warm = p.cv_min * p.shape_every
+        if self.w_n >= warm:
             # Benign min-distances are only roughly normal: W is judged against the key's
             # own W (on Royston's normalising scale), and only below PRADA's threshold.
-            p_w = normal_sf((wz - self.w_mean) / math.sqrt(self.w_var + _SHAPE_SD_FLOOR**2))
-            out.append((p_w if w < p.shapiro_w else 1.0, w, self._prada_expl, (w, n)))
-        total = float(ring.sum())
-        if total > 0:
-            mean = total / n
-            cv = math.sqrt(max(float(np.dot(ring, ring)) - n * mean * mean, 0.0) / (n - 1)) / mean
-            a.cv = cv
-            a.level = mean
-            if self.lvl_n >= p.cv_min:
-                z = (math.log(mean) - self.lvl_mean) / math.sqrt(self.lvl_var + _SHAPE_SD_FLOOR**2)
-                p_lvl = normal_sf(-z)
-                out.append((p_lvl, mean, self._step_expl, (mean, n)))
-            if self.cv_n >= p.cv_min and cv > 0:
-                z = (math.log(cv) - self.cv_mean) / math.sqrt(self.cv_var + _SHAPE_SD_FLOOR**2)
-                p_cv = normal_sf(-z)
-                out.append((p_cv, cv, self._sweep_expl, (cv, n)))
-        a.p_shape = (p_w, p_lvl, p_cv)
+            out.append((p_w if w < p.shapiro_w else 1.0, w, _PRADA, (w, n)))
+        if level == level:
+            if self.lvl_n >= warm:
+                out.append((p_lvl, level, _STEP, (level, n)))
+            if self.cv_n >= warm and cv > 0:
+                out.append((p_cv, cv, _SWEEP, (cv, n)))
+        self._shp = tuple(out)
 
     def _novelty_expl(self, k: int, nwin: int, q: float) -> Explanation:
         return Explanation(
@@ -699,72 +927,131 @@ class ExtractionDetector:
                 return
         else:
             self.alt_run = 0
-        proj = a.proj if a.proj is not None else fp @ _projection(dim, p.proj_dims, p.seed)
-        d = a.dmin if a.proj is not None else self._mindist(proj)
-        if d is not None and d <= self._dup_eps():
+        if a.proj is not None:
+            proj, d = a.proj, a.dmin
+        else:
+            proj = fp @ _projection(dim, p.proj_dims, p.seed)
+            d = self._mindist(proj)
+        frozen = self.fp_n >= p.fp_warmup
+        if d is not None and d <= (self._eps if frozen else 1e-9):
             return
-        if not self._frozen():
+        if not frozen:
             # Welford on the projected coordinates; frozen into (mu, sd) at fp_warmup.
             self.fp_n += 1
-            delta = proj - self.mu
-            self.mu += delta / self.fp_n
-            self.sd += delta * (proj - self.mu)
-            if self.fp_n == p.fp_warmup:
-                self.sd = np.sqrt(self.sd / (self.fp_n - 1))
-                self.sd[self.sd <= 1e-12] = 1.0
-                for row in self.res[: self.res_len]:
-                    self.bm_cur |= 1 << self._cell_bit(row.astype(np.float64))
+            n = self.fp_n
+            mu, m2 = self.mu, self.sd
+            for j, v in enumerate(proj.tolist()):
+                delta = v - mu[j]
+                mu[j] += delta / n
+                m2[j] += delta * (v - mu[j])
+            if n == p.fp_warmup:
+                sd = [math.sqrt(max(v, 0.0) / (n - 1)) for v in m2]
+                self.sd = [v if v > 1e-12 else 1.0 for v in sd]
+                self._frozen_derived()
+                for row in self.res[: self.res_len].tolist():
+                    self.bm_cur |= 1 << self._cell_bit(row)
         else:
             self.fp_n += 1
-            bit = a.cell_bit if a.cell_bit >= 0 else self._cell_bit(proj)
-            novel = not ((self.bm_cur | self.bm_prev) >> bit & 1)
-            self.nov_ring = ((self.nov_ring << 1) | int(novel)) & ((1 << p.novelty_window) - 1)
-            self.nov_len = min(self.nov_len + 1, p.novelty_window)
+            bit = a.cell_bit if a.cell_bit >= 0 else self._cell_bit(proj.tolist())
+            novel = a.novel if a.cell_bit >= 0 else not ((self.bm_cur | self.bm_prev) >> bit & 1)
+            self.nov_ring = ((self.nov_ring << 1) | novel) & ((1 << p.novelty_window) - 1)
+            if self.nov_len < p.novelty_window:
+                self.nov_len += 1
             if not protected:
-                g = 0.5 ** (1.0 / p.novelty_halflife)
-                self.nov_s = g * self.nov_s + float(novel)
+                g = self._g
+                self.nov_s = g * self.nov_s + (1.0 if novel else 0.0)
                 self.nov_n = g * self.nov_n + 1.0
-            self.bm_cur |= 1 << bit
-            if self.bm_cur.bit_count() > p.bitmap_bits // 2:
-                self.bm_prev, self.bm_cur = self.bm_cur, 0
+            if not self.bm_cur >> bit & 1:  # else the current generation holds it already
+                self.bm_cur |= 1 << bit
+                if self.bm_cur.bit_count() > p.bitmap_bits // 2:
+                    self.bm_prev, self.bm_cur = self.bm_cur, 0
         if d is not None:
             self.md[self.md_pos] = d
             self.md_pos = (self.md_pos + 1) % p.mindist_window
-            self.md_len = min(self.md_len + 1, p.mindist_window)
-            if self._frozen() and not protected and a.wz is not None:
-                self.w_mean, self.w_var, self.w_n = _robust_ew(
-                    self.w_mean, self.w_var, self.w_n, a.wz, p.shape_alpha, a.p_shape[0]
-                )
-            if self._frozen() and not protected and a.level is not None:
-                self.lvl_mean, self.lvl_var, self.lvl_n = _robust_ew(
-                    self.lvl_mean, self.lvl_var, self.lvl_n, math.log(a.level), p.shape_alpha, a.p_shape[1]
-                )
-            if self._frozen() and not protected and a.cv is not None and a.cv > 0:
-                self.cv_mean, self.cv_var, self.cv_n = _robust_ew(
-                    self.cv_mean, self.cv_var, self.cv_n, math.log(a.cv), p.shape_alpha, a.p_shape[2]
-                )
-        self.res[self.res_pos] = proj
+            if self.md_len < p.mindist_window:
+                self.md_len += 1
+            self.sh_new += 1
+            if self.sh_new >= p.shape_every and frozen and self.md_len >= p.shapiro_min:
+                # Every shape_every new distances: the ring's statistics, and the key's
+                # baselines of them learn the new values as that many observations.
+                k = min(self.sh_new, p.shape_every)
+                self.sh_new = 0
+                self.sh = sh = self._shape_stats()
+                if not protected and sh is not None:
+                    _w, wz, level, cv, _n = sh
+                    t_w, t_lvl, t_cv = self._shape_tails()
+                    alpha = p.shape_alpha
+                    self.w_mean, self.w_var, self.w_n = _robust_ew(self.w_mean, self.w_var, self.w_n, wz, alpha, t_w, k)
+                    if level == level:
+                        self.lvl_mean, self.lvl_var, self.lvl_n = _robust_ew(
+                            self.lvl_mean, self.lvl_var, self.lvl_n, math.log(level), alpha, t_lvl, k
+                        )
+                        if cv > 0:
+                            self.cv_mean, self.cv_var, self.cv_n = _robust_ew(
+                                self.cv_mean, self.cv_var, self.cv_n, math.log(cv), alpha, t_cv, k
+                            )
+                self._shape_pvals()
+        self.res[self.res_pos] = proj  # float32, as serialised
         self.res_pos = (self.res_pos + 1) % p.reservoir
-        self.res_len = min(self.res_len + 1, p.reservoir)
+        if self.res_len < p.reservoir:
+            self.res_len += 1
 
     # --- combination ------------------------------------------------------------
 
-    def _assess(self, x: dict[str, Any], ts: float) -> _Assessment:
+    def _assess_event(self, x: dict[str, Any], ts: float) -> _Assessment:
         p = self.params
-        ts_f = num(ts)
-        window = int(ts_f // p.rate_window) if ts_f is not None else self.win
-        if window < self.win:
-            window = self.win  # late event: counted in the current window
-        a = _Assessment(window=window, pvals=[], p=1.0)
-        if ts_f is not None:
-            self._volume(x, ts_f, window, a.pvals)
+        ts_f = ts if type(ts) is float and ts - ts == 0.0 else num(ts)
+        win = self.win
+        window = int(ts_f // p.rate_window) if ts_f is not None else win
+        if window < win:
+            window = win  # late event: counted in the current window
+        a = _Assessment(window)
+        a.amounts = amounts = _amounts(x)
+        out = a.pvals
+        nwin = self.nwin
+        mw = p.min_windows
+        if ts_f is not None and (nwin[0] >= mw or nwin[1] >= mw or nwin[2] >= mw):
+            # Volume in the sliding rate_window (the _volume signals, inlined)
+            if window > win:
+                cur = _ZERO3
+                prev = self.cur if window == win + 1 else _ZERO3
+            else:
+                cur, prev = self.cur, self.prev
+            frac = ts_f / p.rate_window - window
+            rest = 1.0 - (0.0 if frac < 0.0 else (1.0 if frac > 1.0 else frac))
+            s0 = p.min_log_sd * p.min_log_sd
+            mean, var = self.mean, self.var
+            for c in range(3):
+                amount = amounts[c]
+                if amount is None or nwin[c] < mw:
+                    continue
+                observed = cur[c] + amount + prev[c] * rest
+                z = (math.log1p(observed) - mean[c]) / math.sqrt(var[c] + s0)
+                out.append((0.5 * erfc(z * _SQRT1_2), z, _VOLUME, (c, observed, z)))
         fp = _fingerprint(x, p.max_fp_dims)
         if fp is not None:
             a.fp = fp
             self._inputs(fp, a)
-        if a.pvals:
-            a.p = sidak(min(t[0] for t in a.pvals), len(a.pvals))
+        if out:
+            lo = 1.0
+            for t in out:
+                if t[0] < lo:
+                    lo = t[0]
+            a.p = sidak(lo, len(out))
         return a
+
+
+_F32 = struct.Struct("<f")
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_min_reduce = np.minimum.reduce
+erfc = math.erfc
+
+
+@lru_cache(maxsize=8)
+def _ones(k: int) -> np.ndarray:
+    out = np.ones(k)
+    out.setflags(write=False)
+    return out
 
 
 def _bits(value: int, nbits: int) -> bytes:

@@ -154,17 +154,22 @@ class Replayer:
         if self.position % FLUSH_EVERY == 0:
             self.flush()
         kind = stream
+        parsed: Any = record
         if kind is None:
             try:
                 obj = record if isinstance(record, dict) else orjson.loads(record)
                 kind = kind_of(obj) if isinstance(obj, dict) else None
             except orjson.JSONDecodeError:
                 kind = None
+            else:
+                # decoded once: hand parse_event the object (the size limit is checked here)
+                if isinstance(obj, dict) and (isinstance(record, dict) or len(record) <= self.max_event_bytes):
+                    parsed = obj
         if kind is None:
             self._dead(record, "unknown_stream", "event.dataset is not ueba.access, ueba.api or ueba.telemetry and no --stream was given", source)
             return []
         try:
-            event = parse_event(kind, record, max_bytes=self.max_event_bytes)
+            event = parse_event(kind, parsed, max_bytes=self.max_event_bytes)
         except EventError as exc:
             self._dead(record, exc.reason, exc.detail, source)
             return []

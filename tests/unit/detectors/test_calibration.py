@@ -107,3 +107,36 @@ def test_tail_sketch_forgets_slowly():
         sk.update(1.0, d * 86400.0, who=2 + d)
     assert all(e[0] < 9.0 for e in sk.top)  # the old extreme aged out of memory
     assert sk.n < 3.0  # the sample size decays with the half-life
+
+
+def _reference_tail(sk, v, excl=None, sigma0=None):
+    """TailSketch.tail computed from scratch (no memo), as the definition reads."""
+    vals = [e[0] for e in sk.top if excl is None or e[1] != excl]
+    if sk.n <= 0.0 or not vals:
+        return 1.0
+    u = vals[0]
+    s0 = sk.sigma0 if sigma0 is None else sigma0
+    sig = s0 if len(vals) < 2 else (sum(vals) - u * len(vals) + sk.prior * s0) / (len(vals) - 1 + sk.prior)
+    frac = min(1.0, len(vals) / sk.n)
+    return frac * np.exp(-(v - u) / sig) if v >= u else min(1.0, frac * np.exp((u - v) / sig))
+
+
+def test_tail_sketch_memo_follows_every_change():
+    """The per-producer summaries are memoised; updates, merges and loads must not serve stale ones."""
+    rng = np.random.default_rng(4)
+    sk = TailSketch(k=6, per=2, sigma0=0.7)
+    other = TailSketch(k=6, per=2, sigma0=0.7)
+    for i in range(400):
+        who = int(rng.integers(0, 12))
+        (sk if i % 3 else other).update(float(rng.exponential(1.5)), 60.0 * i, who=who)
+        if i % 7 == 0:
+            for excl in (None, who, 999):
+                for v in (0.5, 2.0, 6.0):
+                    assert sk.tail(v, excl, 1.3) == pytest.approx(_reference_tail(sk, v, excl, 1.3), rel=1e-12)
+    sk.merge(other)
+    for excl in [None] + [e[1] for e in sk.top]:
+        assert sk.tail(3.0, excl) == pytest.approx(_reference_tail(sk, 3.0, excl), rel=1e-12)
+    clone = TailSketch.from_bytes(sk.to_bytes(), k=6, per=2, sigma0=0.7)
+    clone.tail(3.0, sk.top[0][1])  # fill the memo, then change the sketch
+    clone.update(50.0, 1e6, who=sk.top[0][1])
+    assert clone.tail(3.0, sk.top[0][1]) == pytest.approx(_reference_tail(clone, 3.0, sk.top[0][1]), rel=1e-12)

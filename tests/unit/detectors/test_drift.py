@@ -160,3 +160,66 @@ def test_ai_detectors_cite_known_atlas_techniques():
         cls = DETECTORS[name]
         assert cls.techniques and set(cls.techniques) <= set(TECHNIQUES), name
         assert all(t.startswith("AML.T") for t in cls.techniques)
+
+
+def _as_version_1(det) -> bytes:
+    """The state as the previous format (version 1: plain window values, no stored refresh) wrote it."""
+    import msgspec
+
+    det._renormalise()  # version 1 had no running scale
+    fields = msgspec.msgpack.decode(det.to_bytes())
+    fields[0] = 1
+    return msgspec.msgpack.encode(fields[:17])
+
+
+def test_version_1_states_still_load():
+    rng = random.Random(6)
+    det = TelemetryDriftDetector()
+    _feed(det, [_ev(rng, f"k{i % 5}") for i in range(900)])
+    old = TelemetryDriftDetector.from_bytes(_as_version_1(det), det.params)
+    assert old.n == det.n and old.callers == det.callers and old.scale == 1.0
+    assert old.pv and old.elig  # its refresh is computed on load
+    drifted = [_ev(rng, "k1", conf=rng.betavariate(2, 2)) for _ in range(300)]
+    a, b = _feed(det, drifted), _feed(old, drifted)
+    assert max(s.score for s in a) > 99.9 and max(s.score for s in b) > 99.9
+    assert TelemetryDriftDetector.from_bytes(old.to_bytes(), det.params).to_bytes() == old.to_bytes()
+
+
+def test_scores_follow_the_refresh_schedule_and_stay_close_to_per_event():
+    """Window statistics are recomputed every refresh_every events (the state carries the
+    last result); with refresh_every=1 they are recomputed for every event. Both flag the
+    same drift."""
+    rng = random.Random(7)
+    normal = [_ev(rng, f"tenant{i % 6}") for i in range(1200)]
+    shifted = [_ev(rng, "tenant-x", amount=rng.lognormvariate(8, 0.3)) if i % 3 == 0 else _ev(rng, f"tenant{i % 6}")
+               for i in range(400)]  # fmt: skip
+    every = TelemetryDriftDetector(TelemetryDriftParams(refresh_every=1))
+    lazy = TelemetryDriftDetector()
+    assert lazy.params.refresh_every > 1
+    out = {}
+    for name, det in (("every", every), ("lazy", lazy)):
+        _feed(det, normal)
+        pv_before = list(det.pv)
+        scores = _feed(det, shifted)
+        out[name] = [s.score > 99.9 for s, x in zip(scores, shifted) if x["ueba.telemetry.caller_api_key"] == "tenant-x"]
+        assert det.pv != pv_before
+    # the refresh happens in learn_one, never in score_one
+    pv = list(lazy.pv)
+    for x in shifted[:40]:
+        lazy.score_one(x, 0.0)
+    assert lazy.pv == pv
+    flagged_every, flagged_lazy = np.mean(out["every"]), np.mean(out["lazy"])
+    assert flagged_every > 0.6 and flagged_lazy > 0.6
+    assert abs(flagged_every - flagged_lazy) < 0.1
+
+
+def test_explanations_reuse_numbers_within_a_refresh_block():
+    rng = random.Random(8)
+    det = TelemetryDriftDetector()
+    _feed(det, [_ev(rng, f"tenant{i % 6}") for i in range(1500)])
+    _feed(det, [_ev(rng, "tenant-x", amount=rng.lognormvariate(8, 0.3)) for _ in range(60)])
+    x = _ev(rng, "tenant-x", amount=3000.0)
+    a, b = det.score_one(x, 0.0), det.score_one(x, 0.0)
+    assert a.score > 99.9 and a.explanation.to_dict() == b.explanation.to_dict()
+    assert a.explanation.observed is not b.explanation.observed  # fresh objects every time
+    assert a.explanation.observed["callers"][0]["caller"] == "tenant-x"

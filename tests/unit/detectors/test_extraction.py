@@ -152,3 +152,42 @@ def test_round_trip_mid_stream_with_fingerprints():
         det.learn_one(x, t)
         clone.learn_one(x, t)
     assert len(det.to_bytes()) <= 2048
+
+
+def test_version_1_states_still_load():
+    """States written before the shape statistics were kept (version 1) load: the
+    statistics are computed from the stored ring, and the key scores as before."""
+    import msgspec
+
+    xs, ts, _ = labelled_ai.api_extraction(0)
+    det = ExtractionDetector()
+    _run(det, xs[:2600], ts[:2600])
+    fields = msgspec.msgpack.decode(det.to_bytes())
+    fields[0] = 1
+    old = ExtractionDetector.from_bytes(msgspec.msgpack.encode(fields[:-2]), det.params)
+    assert old.sh is not None and old.sh_new == 0
+    assert old.sh[1:] == det.sh[1:] or det.sh_new > 0  # the same ring, unless it moved since
+    a, _ = _run(det, xs[2600:2800], ts[2600:2800])
+    b, _ = _run(old, xs[2600:2800], ts[2600:2800])
+    assert max(abs(u - v) for u, v in zip(a, b)) < 1.0
+
+
+def test_shape_statistics_are_recomputed_every_shape_every_distances():
+    p = ExtractionParams()
+    assert p.shape_every > 1
+    xs, ts, _ = labelled_ai.api_extraction(0)
+    det = ExtractionDetector(p)
+    _run(det, xs[:1500], ts[:1500])
+    seen = 0
+    last = det.sh
+    for x, t in zip(xs[1500:1700], ts[1500:1700]):
+        before = det.sh_new
+        det.learn_one(x, t)
+        if det.sh is not last:
+            assert before == p.shape_every - 1 and det.sh_new == 0
+            seen += 1
+            last = det.sh
+    assert seen >= 200 // (2 * p.shape_every)
+    # what the score adds for them is derived (and the same after a round trip)
+    clone = ExtractionDetector.from_bytes(det.to_bytes(), p)
+    assert clone._shp == det._shp and clone.sh == det.sh

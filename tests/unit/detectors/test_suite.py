@@ -248,3 +248,38 @@ def test_calibration_history_round_trips_with_the_state():
     for a, b in zip(clone.cal.own, st.cal.own):
         assert [round(e[0], 4) for e in a.top] == [round(e[0], 4) for e in b.top]
     assert len(blob) <= 2048
+
+
+def test_p_day_hit_decides_exactly_as_p_day():
+    """The cheap path (peers first, the identity's own days only when the peers let the
+    score through) must reach the same findings, scores and details as the full one."""
+    from detectors.calibration import DayCalibration, TailSketch, score_from_p
+    from detectors.suite import _EntityCalibration
+
+    rng = random.Random(11)
+    cfg = DayCalibration()
+    cal = _EntityCalibration(("calibration.x",), cfg)
+    own = cal.own[0]
+    for d in range(6):
+        own.update(rng.expovariate(0.4), (d + 1) * D)
+    judge = TailSketch(cfg.peer_k, per=cfg.peer_per, since=0.0)
+    for h in range(300):
+        judge.update(rng.expovariate(0.7), h * H, who=h % 17)
+    checked = 0
+    for _ in range(3000):
+        r = rng.uniform(0.0, 25.0)
+        who = rng.choice([3, 5, 1234])
+        ts = 10 * D
+        ref = (judge, "g", rng.uniform(0.5, 2.0))
+        for min_score in (50.0, 99.0, 99.99, 99.9999):
+            p, info = cal.p_day(0, r, ref, who, cfg, ts, False)
+            hit = cal.p_day_hit(0, r, ref, who, cfg, ts, False, min_score)
+            if score_from_p(p) >= min_score:
+                assert hit == (p, info)
+                checked += 1
+            else:
+                assert hit is None
+    assert checked > 100
+    none_yet = (None, None, cfg.sigma0)
+    assert cal.p_day_hit(0, 30.0, none_yet, 1, cfg, 10 * D, False, 99.99) is None
+    assert cal.p_day_hit(0, 30.0, none_yet, 1, cfg, 10 * D, False, 0.0) == cal.p_day(0, 30.0, none_yet, 1, cfg, 10 * D, False)
