@@ -114,6 +114,7 @@ def create_app(
     )
     conf.update(faust_overrides)
     app = batchdrain.BatchApp(settings.worker.app_id, **conf)
+    app.ueba_fetch_max_wait_ms = settings.worker.fetch_max_wait_ms  # type: ignore[attr-defined]
     max_bytes = settings.worker.max_event_bytes
     min_score = settings.worker.min_score
     scorer_factory = scorer_factory or scorer_factory_for(settings)
@@ -177,7 +178,7 @@ def create_app(
             # One fetched batch of this topic: state is read through the decoded-state
             # cache, outputs are sent and acknowledged, each changed key is written
             # to the table once, and only then are the batch's offsets acked.
-            sends: list[tuple[Any, bytes, bytes]] = []
+            sends: list[tuple[Any, bytes, bytes, Any]] = []
             dead: list[tuple[Any, str, str, str]] = []
             stamps: list[float] = []
             for message in batch:
@@ -195,21 +196,26 @@ def create_app(
                     log.exception("processing %s offset %s failed", topic_name, message.offset)
                     dead.append((message, "processing_error", f"{type(exc).__name__}: {exc}", "process"))
                     continue
-                stamps.append(event.ts)
-                for alert in result.alerts:
-                    # keyed by entity: the alert agent's state is co-partitioned by entity
-                    sends.append((candidates_topic, f"{alert.entity_type}:{alert.entity}".encode(), alert.to_json()))
+                arrival = _arrival_of(message)
+                stamps.append(arrival)
+                if result.alerts:
+                    # the input's arrival in Kafka travels with its candidates (event-to-alert latency)
+                    arrived = _arrival_header(arrival)
+                    for alert in result.alerts:
+                        # keyed by entity: the alert agent's state is co-partitioned by entity
+                        sends.append((candidates_topic, f"{alert.entity_type}:{alert.entity}".encode(), alert.to_json(), arrived))
                 if forward_by_source and not result.redelivered:
                     sv = source_view(event)
                     if sv is not None:
-                        sends.append((bysource_topic, sv.identity.encode(), message.value))
+                        sends.append((bysource_topic, sv.identity.encode(), message.value, _arrival_header(arrival)))
             reader.message = None
-            # State after its outputs were acknowledged, and before the offsets are acked.
-            await _finish_batch(app, sends, dead, dead_letter, lambda: processor.flush(write))
+            # Outputs acknowledged by Kafka; the state follows at the consumer's next
+            # settle (processor.flush), and only then are the offsets acked.
+            await _deliver_batch(app, sends, dead, dead_letter)
             events_counter.inc(len(batch))
             METRICS.last_progress.set(_observe_live(processing, stamps))
 
-        batchdrain.register(app, topic, score)
+        batchdrain.register(app, topic, score, flush=lambda: processor.flush(write))
 
     entities = app.Table("entities", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
     alert_processor = AlertProcessor(policy, cache_keys=cache_keys)
@@ -219,9 +225,9 @@ def create_app(
 
     async def decide(batch: list[Any]) -> None:
         """Policy, suppression and entity risk, keyed by entity (batched like the scorers)."""
-        sends: list[tuple[Any, bytes, bytes]] = []
+        sends: list[tuple[Any, bytes, bytes, Any]] = []
         dead: list[tuple[Any, str, str, str]] = []
-        alert_ts: list[float] = []
+        arrivals: list[float] = []
         for message in batch:
             entity_reader.message = message
             try:
@@ -233,16 +239,16 @@ def create_app(
                 continue
             if outcome.alert is not None:
                 a = outcome.alert
-                sends.append((alerts_topic, message.key, a.to_json()))
-                alert_ts.append(a.ts)
+                sends.append((alerts_topic, message.key, a.to_json(), None))
+                arrivals.append(_arrival_of(message))
                 METRICS.alerts.labels(source=a.source).inc()
             if outcome.risk_change is not None:
-                sends.append((risk_topic, message.key, outcome.risk_change.to_json()))
+                sends.append((risk_topic, message.key, outcome.risk_change.to_json(), None))
         entity_reader.message = None
-        await _finish_batch(app, sends, dead, dead_letter, lambda: alert_processor.flush(write_entities))
-        METRICS.last_progress.set(_observe_live(METRICS.latency, alert_ts))
+        await _deliver_batch(app, sends, dead, dead_letter)
+        METRICS.last_progress.set(_observe_live(METRICS.latency, arrivals))
 
-    batchdrain.register(app, candidates_topic, decide)
+    batchdrain.register(app, candidates_topic, decide, flush=lambda: alert_processor.flush(write_entities))
 
     @app.on_partitions_revoked.connect
     async def _forget_cached_state(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -267,39 +273,59 @@ def create_app(
     return app
 
 
-async def _finish_batch(
-    app: faust.App, sends: list[tuple[Any, bytes, bytes]], dead: list[tuple[Any, ...]], dead_letter: Callable[..., Any], flush: Callable[[], Any]
-) -> None:
-    """Outputs, then state. If either fails (Kafka unreachable past the producer's
-    retries, a store error), the worker crashes instead of going on: Faust would
-    restart just the agent and skip the batch, while a restarted worker gets the
-    uncommitted batch redelivered."""
+async def _deliver_batch(app: faust.App, sends: list[tuple[Any, bytes, bytes, Any]], dead: list[tuple[Any, ...]], dead_letter: Callable[..., Any]) -> None:
+    """A batch's outputs, acknowledged by Kafka. If they cannot be written (Kafka
+    unreachable past the producer's retries), the worker crashes instead of going
+    on: the batch (and everything handled since the last settle) stays unacked
+    and unwritten, and a restarted worker gets it redelivered."""
     try:
         await _deliver(sends, dead, dead_letter)
-        flush()
     except Exception as exc:
-        log.critical("could not write a batch's outputs or state (%s: %s); stopping the worker so the batch is redelivered", type(exc).__name__, exc)
+        log.critical("could not write a batch's outputs (%s: %s); stopping the worker so the batch is redelivered", type(exc).__name__, exc)
         await app.crash(exc)
         raise
 
 
-async def _deliver(sends: list[tuple[Any, bytes, bytes]], dead: list[tuple[Any, ...]], dead_letter: Callable[..., Any]) -> None:
+async def _deliver(sends: list[tuple[Any, bytes, bytes, Any]], dead: list[tuple[Any, ...]], dead_letter: Callable[..., Any]) -> None:
     """Send a batch's outputs and wait until Kafka acknowledged every one.
 
     The batch's state is written only after this returns: a state that survives
     a crash then never has outputs that were lost, so a redelivered event whose
     state was applied needs nothing re-sent. (A failure here raises: the agent
     stops before writing state or acking, and the batch is redelivered.)"""
-    futures = [await topic.send(key=key, value=value) for topic, key, value in sends]
+    futures = [await topic.send(key=key, value=value, headers=headers) for topic, key, value, headers in sends]
     for args in dead:
         futures.append(await dead_letter(*args))
     if futures:
         await asyncio.gather(*futures)
 
 
+#: Header carrying an input event's Kafka record timestamp (ms) onto its candidates.
+ARRIVAL_HEADER = "ueba-arrival-ms"
+
+
+def _arrival_header(arrival: float) -> list[tuple[str, bytes]]:
+    return [(ARRIVAL_HEADER, str(int(arrival * 1000)).encode())]
+
+
+def _arrival_of(message: Any) -> float:
+    """When the input event behind ``message`` arrived in Kafka (seconds): the
+    header a worker set when it forwarded the event or raised a candidate for it,
+    else the message's own record timestamp."""
+    headers = message.headers or ()
+    items = headers.items() if isinstance(headers, dict) else headers
+    for k, v in items:
+        if k == ARRIVAL_HEADER:
+            try:
+                return int(v) / 1000.0
+            except (TypeError, ValueError):
+                break
+    return message.timestamp
+
+
 def _observe_live(histogram: Any, stamps: list[float]) -> float:
-    """Seconds from each event time to now into ``histogram``, for live traffic
-    only (not a backfill of old events); returns now."""
+    """Seconds from each arrival time to now into ``histogram``, for live traffic
+    only (not a backlog older than an hour); returns now."""
     now = time.time()
     for ts in stamps:
         if ts > now - 3600:

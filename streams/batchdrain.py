@@ -19,10 +19,14 @@ replaces only that per-message hand-off for the topics the worker scores:
   recovery, ordinary agents) take Faust's usual path unchanged.
 * A batch is processed inline in the drain loop (aiokafka keeps fetching in
   its own thread meanwhile, so this is natural back-pressure). Its messages
-  are *tracked* before the handler runs and *acked* only after it returned,
-  so a rebalance waits for a batch in progress (``wait_empty``) exactly as it
-  waits for an agent's event, and a committed offset never runs ahead of the
-  handler's work.
+  are *tracked* before the handler runs; the handler returns once the batch's
+  outputs are in Kafka. State is written, and the messages *acked*, at the
+  next *settle*: every ``SETTLE_SECONDS`` or ``SETTLE_MESSAGES``, when a
+  rebalance stops the flow, and on shutdown. So a rebalance waits for handled
+  work (``wait_empty``) exactly as it waits for an agent's event, a committed
+  offset never runs ahead of written state, and a busy key's state is written
+  once per settle, not once per small batch (at a low event rate batches are
+  small, and per-batch writes cost more than the scoring).
 * A batch fetched before a rebalance began, and not started yet, is dropped
   without acking: the new owner of its partitions (perhaps this worker)
   reads it again from the committed offset. Faust's streams instead *ack*
@@ -42,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from time import monotonic
 from typing import Any, Awaitable, Callable, Iterable
 
 import faust
@@ -54,12 +59,21 @@ from mode.utils.futures import notify
 log = logging.getLogger("ueba.worker")
 
 BatchHandler = Callable[[list[Any]], Awaitable[None]]
+StateFlush = Callable[[], Any]
+
+#: Default: write the handlers' state (and then ack) at least this often (seconds) ...
+SETTLE_SECONDS = 0.5
+#: ... or once this many handled messages wait for it.
+SETTLE_MESSAGES = 10_000
 
 __all__ = ["BatchingConsumer", "BatchTransport", "BatchApp", "register", "event_for", "enter"]
 
 
-#: Default for how long the broker may hold a fetch that found no data (ms).
+#: Default for how long the broker may hold a fetch that found no data (ms;
+#: the worker sets it from ``UEBA_WORKER__FETCH_MAX_WAIT_MS``).
 FETCH_MAX_WAIT_MS = 25
+#: Default for how many bytes a fetch may wait (up to the max wait) to gather.
+FETCH_MIN_BYTES = 256 * 1024
 
 
 class _ConsumerThread(_aiokafka.AIOKafkaConsumerThread):
@@ -72,11 +86,24 @@ class _ConsumerThread(_aiokafka.AIOKafkaConsumerThread):
         # and the busy partitions cannot be fetched again until it returns.
         # Measured: 40-70% of a worker's time idle in getmany.
         consumer._fetch_max_wait_ms = int(getattr(self.app, "ueba_fetch_max_wait_ms", FETCH_MAX_WAIT_MS))
+        # ... and answers a fetch as soon as it has one byte: at a moderate rate every
+        # round then carried a handful of events, and per-round costs (the thread
+        # hop, a produce request and an ack wait per topic) dominated. Let the
+        # broker gather up to this much within the wait instead.
+        consumer._fetch_min_bytes = int(getattr(self.app, "ueba_fetch_min_bytes", FETCH_MIN_BYTES))
         return consumer
 
 
 class BatchingConsumer(_aiokafka.Consumer):
     """Faust's aiokafka consumer, delivering the batch topics' messages in lists."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: handled messages whose state is not written yet (acked at the next settle)
+        self._pending: list[Any] = []
+        self._settle_at = 0.0
+        self._settle_seconds = float(getattr(self.app, "ueba_settle_seconds", SETTLE_SECONDS))
+        self._settle_messages = int(getattr(self.app, "ueba_settle_messages", SETTLE_MESSAGES))
 
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -103,6 +130,11 @@ class BatchingConsumer(_aiokafka.Consumer):
                 await self.sleep(0)
                 if self.should_stop:
                     break
+                # getmany blocks while the flow is stopped (a rebalance), and the
+                # rebalance waits for every tracked message to be acked: settle first.
+                # (No await between this check and getmany's own.)
+                if self._pending and (not self.flow_active or monotonic() >= self._settle_at):
+                    self._settle()
                 batches: dict[str, list[Any]] = {}
                 async for tp, message in ait:
                     offset = message.offset
@@ -124,6 +156,8 @@ class BatchingConsumer(_aiokafka.Consumer):
                 unset_flag(CONSUMER_FETCHING)
                 for topic, batch in batches.items():
                     await self._run_batch(handlers[topic], batch, generation)
+                if self._pending and (len(self._pending) >= self._settle_messages or monotonic() >= self._settle_at or not self.flow_active):
+                    self._settle()
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
                     await self.commit()
@@ -133,6 +167,8 @@ class BatchingConsumer(_aiokafka.Consumer):
                 return
             raise
         except asyncio.CancelledError:
+            if self._pending:
+                self._settle()  # stopping: their outputs are in Kafka, write their state and ack
             if self.transport.app.should_stop:
                 self.log.info("Consumer shutting down for user cancel.")
                 return
@@ -153,9 +189,32 @@ class BatchingConsumer(_aiokafka.Consumer):
         try:
             await handler(batch)
         except BaseException:
+            # Nothing handled since the last settle is acked, and no state of it
+            # is written: the cached state may hold effects whose outputs never
+            # reached Kafka. (Handlers raise only when outputs cannot be written.)
+            self.untrack_all(self._pending)
+            self._pending = []
             self.untrack_all(batch)
             raise
-        self.ack_all(batch)
+        # outputs are in Kafka; state and acks follow at the next settle
+        if not self._pending:
+            self._settle_at = monotonic() + self._settle_seconds
+        self._pending.extend(batch)
+
+    def _settle(self) -> None:
+        """Write every handler's cached state, then ack the messages handled since
+        the last settle: a committed offset never runs ahead of written state, and
+        a hot key is written once per settle rather than once per batch."""
+        pending, self._pending = self._pending, []
+        try:
+            for flush in getattr(self.app, "ueba_state_flushes", ()):
+                flush()
+        except Exception as exc:
+            self.untrack_all(pending)
+            log.critical("could not write the handlers' state (%s: %s); stopping the worker so the batches are redelivered", type(exc).__name__, exc)
+            asyncio.ensure_future(self.app.crash(exc))
+            raise
+        self.ack_all(pending)
 
     def _forget_read_offsets(self, batch: Iterable[Any]) -> None:
         read = self._read_offset
@@ -227,13 +286,20 @@ class BatchApp(faust.App):
         return super()._new_transport()
 
 
-def register(app: faust.App, topic: Any, handler: BatchHandler) -> None:
-    """Deliver ``topic``'s messages to ``handler`` in lists (subscribes the topic)."""
+def register(app: faust.App, topic: Any, handler: BatchHandler, flush: StateFlush | None = None) -> None:
+    """Deliver ``topic``'s messages to ``handler`` in lists (subscribes the topic).
+
+    ``handler`` processes a batch and returns once its outputs are in Kafka;
+    ``flush`` writes the handler's cached state. The consumer calls every
+    flush, then acks, at least every ``SETTLE_SECONDS``."""
     handlers = getattr(app, "ueba_batch_handlers", None)
     if handlers is None:
         handlers = app.ueba_batch_handlers = {}  # type: ignore[attr-defined]
+        app.ueba_state_flushes = []  # type: ignore[attr-defined]
     for name in topic.topics:
         handlers[name] = handler
+    if flush is not None:
+        app.ueba_state_flushes.append(flush)  # type: ignore[attr-defined]
     app.topics.add(topic)
 
 

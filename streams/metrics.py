@@ -22,13 +22,13 @@ class Metrics:
         self.sink_retries = Counter("ueba_sink_retries_total", "Bulk requests retried", registry=r)
         self.latency = Histogram(
             "ueba_event_to_alert_seconds",
-            "Seconds from the event's @timestamp to its processing (for live events)",
+            "Seconds from the input event's arrival in Kafka (its record timestamp) until its alert was acknowledged in the alerts topic",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
         self.processing = Histogram(
             "ueba_event_processing_seconds",
-            "Seconds from a live event's @timestamp until it was scored and its outputs acknowledged by Kafka",
+            "Seconds from an input event's arrival in Kafka (its record timestamp) until it was scored and its outputs acknowledged by Kafka",
             ["stream"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,

@@ -195,6 +195,9 @@ class WorkerSettings(_Section):
     #: a batch is whatever has arrived, up to this many, so it never waits to fill.
     #: Each batch's state changes are written once, before its offsets are acked.
     batch_size: int = Field(1000, ge=1, le=100_000)
+    #: Milliseconds the broker may hold a fetch that found nothing new (Faust
+    #: hard-codes 1500, which starved busy partitions; see streams.batchdrain).
+    fetch_max_wait_ms: int = Field(25, ge=1, le=10_000)
     #: Decoded per-identity states kept in memory per agent (least recently used
     #: beyond this are dropped after a batch; the table keeps everything).
     state_cache_keys: int = Field(20_000, ge=1)

@@ -32,3 +32,21 @@ def test_the_transport_is_the_batching_one_only_for_kafka_urls():
     app = create_app(Settings())
     assert isinstance(app.transport, batchdrain.BatchTransport)
     assert app.transport.Consumer is batchdrain.BatchingConsumer
+
+
+def test_an_events_arrival_in_kafka_travels_on_its_candidates():
+    from faust.types.tuples import Message
+
+    from streams.app import ARRIVAL_HEADER, _arrival_header, _arrival_of
+
+    def msg(ts, headers):
+        return Message("t", 0, 1, ts, 0, headers, b"k", b"v", None)
+
+    first = msg(1_700_000_000.25, [])
+    assert _arrival_of(first) == 1_700_000_000.25  # no header: the record's own timestamp
+    header = _arrival_header(_arrival_of(first))
+    assert header == [(ARRIVAL_HEADER, b"1700000000250")]
+    later = msg(1_700_000_009.0, header)  # a candidate (or forwarded login) produced 9 s later
+    assert _arrival_of(later) == 1_700_000_000.25
+    assert _arrival_of(msg(5.0, {ARRIVAL_HEADER: b"2000"})) == 2.0
+    assert _arrival_of(msg(5.0, [(ARRIVAL_HEADER, b"garbage")])) == 5.0

@@ -35,3 +35,17 @@ def test_cpu_seconds_of_this_process_grow_with_work():
     sum(i * i for i in range(2_000_000))
     assert _cpu_seconds(os.getpid()) > before
     assert _cpu_seconds(2**22 + 12345) == 0.0  # no such process
+
+
+def test_p99_since_an_earlier_scrape_leaves_the_earlier_observations_out():
+    before = """ueba_event_to_alert_seconds_bucket{le="0.25"} 0.0
+ueba_event_to_alert_seconds_bucket{le="0.5"} 0.0
+ueba_event_to_alert_seconds_bucket{le="+Inf"} 4.0
+"""
+    # the 4 slow ones (warm-up backlog) happened before; the 4 new ones are all within 0.5 s
+    after = """ueba_event_to_alert_seconds_bucket{le="0.25"} 3.0
+ueba_event_to_alert_seconds_bucket{le="0.5"} 4.0
+ueba_event_to_alert_seconds_bucket{le="+Inf"} 8.0
+"""
+    assert p99_from_histogram(after) == (float("inf"), 8)
+    assert p99_from_histogram(after, since=before) == (0.5, 4)
