@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .base import Explanation, Score
-from .calibration import cusum_tail, normal_surprise, surprise_of_score, z_tail_score
+from .calibration import MAX_SURPRISE, cusum_tail, normal_surprise, surprise_of_score, z_tail_score
 from .peers import PeerGroup
 from .stats import EWMeanVar
 
@@ -131,8 +131,13 @@ class CoreDetector:
     def _surprise(self, score: float, raw: float, ctx: Any) -> float:
         """``-log10 p`` behind ``score`` (what :meth:`_assess` returned), as
         precisely as the detector knows it; the 0-100 score itself cannot tell
-        1e-15 from 1e-40. Used by the suite's calibration (detectors.suite)."""
-        return surprise_of_score(score)
+        1e-15 from 1e-40. Used by the suite's calibration (detectors.suite).
+        Detectors whose ``raw`` is ``-log10 p`` already (``raw_is_surprise``)
+        report it beyond what the score can show."""
+        r = surprise_of_score(score)
+        if getattr(self, "raw_is_surprise", False) and score > 0.0 and raw > r:
+            r = min(raw, MAX_SURPRISE)
+        return r
 
     # -- public protocol -------------------------------------------------------
 

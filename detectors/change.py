@@ -56,7 +56,6 @@ import msgspec
 from ._tails import fmt, num, score_of, sidak, surprise
 from .base import Explanation, Score, register
 from .baseline import CoreDetector
-from .calibration import MAX_SURPRISE, surprise_of_score
 
 __all__ = ["Cusum", "BernoulliCusum", "PageHinkley", "Adwin", "TelemetryChangeParams", "TelemetryChangeDetector"]
 
@@ -512,13 +511,6 @@ class TelemetryChangeDetector(CoreDetector):
                 i, best, key = j, pc, st
         p_all = sidak(best, len(ev))
         return score_of(p_all), surprise(p_all), (chans, ev, i, best)
-
-    def _surprise(self, score: float, raw: float, ctx: Any) -> float:
-        # raw is -log10 p already (what the suite does for raw_is_surprise detectors)
-        r = surprise_of_score(score)
-        if score > 0.0 and raw > r:
-            r = min(raw, MAX_SURPRISE)
-        return r
 
     def _learn(self, x: dict[str, Any], ts: float, peers: Any, score: float, ctx: Any) -> None:
         p = self.params

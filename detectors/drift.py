@@ -93,7 +93,6 @@ from scipy.special import chdtrc, kolmogorov
 from ._tails import num, score_of, sidak, surprise, text
 from .base import Explanation, Score, register
 from .baseline import CoreDetector
-from .calibration import MAX_SURPRISE, surprise_of_score
 
 __all__ = ["TelemetryDriftParams", "TelemetryDriftDetector", "psi", "ks_statistic", "js_divergence"]
 
@@ -477,13 +476,6 @@ class TelemetryDriftDetector(CoreDetector):
         if p_all >= 1.0:
             return 0.0, 0.0, (bins, x, None, 1.0)
         return score_of(p_all), surprise(p_all), (bins, x, hit, best)
-
-    def _surprise(self, score: float, raw: float, ctx: Any) -> float:
-        # raw is -log10 p already (what the suite does for raw_is_surprise detectors)
-        r = surprise_of_score(score)
-        if score > 0.0 and raw > r:
-            r = min(raw, MAX_SURPRISE)
-        return r
 
     def _learn(self, x: dict[str, Any], ts: float, peers: Any, score: float, ctx: Any) -> None:
         p = self.params

@@ -98,7 +98,6 @@ from scipy.special import ndtri
 from ._tails import P_FLOOR, RAW_P_FLOOR, fmt, normal_sf, num, score_of, sidak, surprise
 from .base import Explanation, Score, register
 from .baseline import CoreDetector
-from .calibration import MAX_SURPRISE, surprise_of_score
 
 __all__ = ["ExtractionParams", "ExtractionDetector", "shapiro_wilk"]
 
@@ -548,13 +547,6 @@ class ExtractionDetector(CoreDetector):
         if p >= 1.0:
             return 0.0, -0.0, a
         return 100.0 * (1.0 - (p if p > P_FLOOR else P_FLOOR)), -math.log10(p if p > RAW_P_FLOOR else RAW_P_FLOOR), a
-
-    def _surprise(self, score: float, raw: float, ctx: Any) -> float:
-        # raw is -log10 p already (what the suite does for raw_is_surprise detectors)
-        r = surprise_of_score(score)
-        if score > 0.0 and raw > r:
-            r = min(raw, MAX_SURPRISE)
-        return r
 
     def _learn(self, x: dict[str, Any], ts: float, peers: Any, score: float, ctx: Any) -> None:
         if num(ts) is None:
