@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from ._tails import fmt, num, score_of, sidak, surprise
+from ._tails import P_FLOOR, RAW_P_FLOOR, fmt, num, sidak
 from .base import Explanation, Score, register
 from .baseline import CoreDetector
 
@@ -419,10 +419,34 @@ class TelemetryChangeDetector(CoreDetector):
         lat, conf, errs = _channels(x) if chans is None else chans
         n = self.n
         warm = p.warmup
-        if lat is not None and n[_LAT] >= warm:
-            out.append(self._step(_LAT, lat, p.min_log_latency_sd))
-        if conf is not None and n[_CONF] >= warm:
-            out.append(self._step(_CONF, conf, p.min_confidence_sd))
+        lat_ok = lat is not None and n[_LAT] >= warm
+        conf_ok = conf is not None and n[_CONF] >= warm
+        if lat_ok or conf_ok:
+            # two-sided CUSUM steps (_step, inlined)
+            zc = p.z_clip
+            shift = p.shift
+            half = 0.5 * shift * shift
+            cap = p.cap
+            mean, var, his, los = self.mean, self.var, self.hi, self.lo
+            for c, v, floor, ok in ((_LAT, lat, p.min_log_latency_sd, lat_ok), (_CONF, conf, p.min_confidence_sd, conf_ok)):
+                if not ok:
+                    continue
+                z = (v - mean[c]) / math.sqrt(var[c] + floor * floor)
+                if z > zc:
+                    z = zc
+                elif z < -zc:
+                    z = -zc
+                hi = his[c] + shift * z - half
+                hi = 0.0 if hi < 0.0 else (cap if hi > cap else hi)
+                lo = los[c] - shift * z - half
+                lo = 0.0 if lo < 0.0 else (cap if lo > cap else lo)
+                if hi >= lo:
+                    pv = 2.0 * math.exp(-hi)
+                    pushes = z > 0
+                else:
+                    pv = 2.0 * math.exp(-lo)
+                    pushes = z < 0
+                out.append((c, v, hi, lo, (pv if pv < 1.0 else 1.0), pushes))
         if errs is not None and n[_ERR] >= warm:
             k, trials = errs
             if trials > p.max_summary_count:
@@ -500,17 +524,23 @@ class TelemetryChangeDetector(CoreDetector):
         if len(ev) == 1:
             e = ev[0]
             pc = e[4] if e[5] else 1.0
-            return score_of(pc), surprise(pc), (chans, ev, 0, pc)
-        # the smallest p, ties to the larger statistic; Sidak over the channels
-        i = -1
-        best = key = 0.0
-        for j, e in enumerate(ev):
-            pc = e[4] if e[5] else 1.0
-            st = e[2] if e[2] > e[3] else e[3]
-            if i < 0 or pc < best or (pc == best and st > key):
-                i, best, key = j, pc, st
-        p_all = sidak(best, len(ev))
-        return score_of(p_all), surprise(p_all), (chans, ev, i, best)
+            i = 0
+            p_all = pc
+        else:
+            # the smallest p, ties to the larger statistic; Sidak over the channels
+            i = -1
+            pc = key = 0.0
+            for j, e in enumerate(ev):
+                pj = e[4] if e[5] else 1.0
+                st = e[2] if e[2] > e[3] else e[3]
+                if i < 0 or pj < pc or (pj == pc and st > key):
+                    i, pc, key = j, pj, st
+            p_all = sidak(pc, len(ev))
+        # score_of(p_all), surprise(p_all), inlined
+        if p_all >= 1.0:
+            return 0.0, -0.0, (chans, ev, i, pc)
+        return (100.0 * (1.0 - (p_all if p_all > P_FLOOR else P_FLOOR)),
+                -math.log10(p_all if p_all > RAW_P_FLOOR else RAW_P_FLOOR), (chans, ev, i, pc))
 
     def _learn(self, x: dict[str, Any], ts: float, peers: Any, score: float, ctx: Any) -> None:
         p = self.params

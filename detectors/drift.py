@@ -90,7 +90,7 @@ import msgspec
 import numpy as np
 from scipy.special import chdtrc, kolmogorov
 
-from ._tails import num, score_of, sidak, surprise, text
+from ._tails import P_FLOOR, RAW_P_FLOOR, num, text
 from .base import Explanation, Score, register
 from .baseline import CoreDetector
 
@@ -333,6 +333,14 @@ class TelemetryDriftDetector(CoreDetector):
             f"ueba.telemetry.features.{f}" for f in self.features
         ]
 
+    def _var_name(self, v: int) -> str:
+        """``_var_names()[v]``, without building the list (the explanation's path)."""
+        if v == _PRED:
+            return "ueba.telemetry.prediction"
+        if v == _CONF:
+            return "ueba.telemetry.confidence"
+        return "ueba.telemetry.features." + self.features[v - 2]
+
     def _values(self, x: dict[str, Any], grow: bool) -> list[float | None]:
         """Raw values per variable (class index for labels), None when missing.
 
@@ -408,9 +416,12 @@ class TelemetryDriftDetector(CoreDetector):
                 kind = self.pred_kind
                 if type(pred) is str or isinstance(pred, (str, bool)):
                     if kind == _CATEGORICAL:
-                        if isinstance(pred, bool):
-                            pred = str(pred).lower()
-                        label = text(pred, p.name_chars) or ""
+                        if type(pred) is str and len(pred) * 4 <= p.name_chars:
+                            label = pred  # text(pred, name_chars) of a short string: itself
+                        else:
+                            if isinstance(pred, bool):
+                                pred = str(pred).lower()
+                            label = text(pred, p.name_chars) or ""
                         classes = self.classes
                         out.append((_PRED, classes.index(label) if label in classes else p.bins - 1))
                 elif kind == _NUMERIC:
@@ -418,7 +429,9 @@ class TelemetryDriftDetector(CoreDetector):
                     if val is not None:
                         out.append((_PRED, bisect_right(self.edges[_PRED], val)))
         if active & 2:
-            conf = num(x.get("ueba.telemetry.confidence"))
+            conf = x.get("ueba.telemetry.confidence")
+            if type(conf) is not float or conf - conf != 0.0:
+                conf = num(conf)
             if conf is not None and 0.0 <= conf <= 1.0:
                 out.append((_CONF, bisect_right(self.edges[_CONF], conf)))
         if active >> 2:
@@ -428,14 +441,19 @@ class TelemetryDriftDetector(CoreDetector):
                 v = 2
                 for name in self.features:
                     if active >> v & 1:
-                        val = num(feats.get(name))
+                        val = feats.get(name)
+                        if type(val) is not float or val - val != 0.0:
+                            val = num(val)
                         if val is not None:
                             out.append((v, bisect_right(edges[v], val)))
                     v += 1
         return out
 
     def _caller(self, x: dict[str, Any]) -> str | None:
-        key = text(x.get("ueba.telemetry.caller_api_key"), self.params.name_chars)
+        key = x.get("ueba.telemetry.caller_api_key")
+        if type(key) is str and 0 < len(key) * 4 <= self.params.name_chars:
+            return key  # text(key, name_chars) of a short string: itself
+        key = text(key, self.params.name_chars)
         if key:
             return key
         org = text(x.get("organization.id"), self.params.name_chars - 4)
@@ -472,10 +490,12 @@ class TelemetryDriftDetector(CoreDetector):
         if hit is None:
             # in no over-represented bin (or no testable variable): not part of any shift
             return 0.0, 0.0, (bins, x, None, 1.0)
-        p_all = sidak(best, k)
+        # sidak(best, k), score_of(p_all), surprise(p_all), inlined (0 <= best < 1 here)
+        p_all = -math.expm1(k * math.log1p(-best)) if k > 1 else best
         if p_all >= 1.0:
             return 0.0, 0.0, (bins, x, None, 1.0)
-        return score_of(p_all), surprise(p_all), (bins, x, hit, best)
+        return (100.0 * (1.0 - (p_all if p_all > P_FLOOR else P_FLOOR)),
+                -math.log10(p_all if p_all > RAW_P_FLOOR else RAW_P_FLOOR), (bins, x, hit, best))
 
     def _learn(self, x: dict[str, Any], ts: float, peers: Any, score: float, ctx: Any) -> None:
         p = self.params
@@ -507,10 +527,9 @@ class TelemetryDriftDetector(CoreDetector):
         scale = self.scale * self._lam
         inv = 1.0 / scale
         cur, s2, nb = self.cur, self.s2, p.bins
+        inv2 = inv * inv
         for v, b in bins:
             cur[v * nb + b] += inv
-        inv2 = inv * inv
-        for v, _b in bins:
             s2[v] += inv2
         if p.top_callers:
             self._learn_caller(self._caller(x), bins, inv)
@@ -534,8 +553,12 @@ class TelemetryDriftDetector(CoreDetector):
         callers = self.callers
         counts = self.counts
         vb = self.n_vars * p.bins
-        if caller in callers:
+        try:
             k = callers.index(caller)
+        except ValueError:
+            k = -1
+        if k >= 0:
+            pass
         elif len(callers) < p.top_callers:
             callers.append(caller)
             k = len(callers) - 1
@@ -783,7 +806,7 @@ class TelemetryDriftDetector(CoreDetector):
         got = cache.get(key)
         if got is None:
             got = cache[key] = self._explain_numbers(x, v, b, pv)
-        psi_v, ks_v, js_v, q_b, p_b, n_r, n_w, callers, label, body = got
+        psi_v, ks_v, js_v, q_b, p_b, n_r, n_w, callers, label, body, feature, window = got
         observed = {
             "psi": psi_v,
             "ks": ks_v,
@@ -804,8 +827,7 @@ class TelemetryDriftDetector(CoreDetector):
             if ver and self.model_version and ver != self.model_version:
                 reason += f"; traffic is from version {ver} but no deploy event followed {self.model_version}"
             reason += "."
-        return Explanation(self._var_names()[v], observed, baseline, None,
-                           f"~{n_w:.0f} recent events (half-life {self.params.window_halflife:g})", reason)
+        return Explanation(feature, observed, baseline, None, window, reason)
 
     def _explain_numbers(self, x: dict[str, Any], v: int, b: int, pv: float) -> tuple:
         p = self.params
@@ -828,7 +850,8 @@ class TelemetryDriftDetector(CoreDetector):
         # Attribution only where there is something to attribute.
         callers = self._attribution(x, v, b, cur_row, psi_v, lam, ps) if pv < 0.05 else []
         label = self._bin_label(v, b)
-        short = self._var_names()[v].rsplit(".", 1)[-1]
+        feature = self._var_name(v)
+        short = feature.rsplit(".", 1)[-1]
         if pv >= 1.0 or psi_v <= 0:
             body = f"The {short} distribution is in line with the reference taken after the last deploy."
         else:
@@ -842,7 +865,8 @@ class TelemetryDriftDetector(CoreDetector):
                 names = " and ".join(f"{c['caller']} ({c['share']:.0%} of traffic)" for c in top[:2])
                 body += f"; {names} account{'s' if len(top[:2]) == 1 else ''} for most of the shift"
         return (round(psi_v, 4), round(ks_v, 4), round(js_v, 4), round(qr[b], 4), round(pr[b], 4), int(n_r), n_w,
-                tuple((c["caller"], c["share"], c["contribution"]) for c in callers), label, body)
+                tuple((c["caller"], c["share"], c["contribution"]) for c in callers), label, body, feature,
+                f"~{n_w:.0f} recent events (half-life {p.window_halflife:g})")
 
     # --- serialisation ------------------------------------------------------------------
 

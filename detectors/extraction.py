@@ -378,8 +378,9 @@ class _State(msgspec.Struct, array_like=True):
     version: int
     n: int
     win: int
-    cur: list[float]
-    prev: list[float]
+    # version 3: integral sums as msgpack integers (1-5 bytes instead of 9)
+    cur: list[int | float]
+    prev: list[int | float]
     obs: int
     mean: list[float]
     var: list[float]
@@ -417,8 +418,17 @@ class _State(msgspec.Struct, array_like=True):
 
 
 #: State versions: 1 computed the shape statistics for every query; 2 keeps the
-#: last computation (``sh``: W, its normal score, level, CV as float32, ring size).
-_VERSION = 2
+#: last computation (``sh``: W, its normal score, level, CV as float32, ring size);
+#: 3 writes the window sums (``cur``, ``prev``) that are whole numbers as integers.
+_VERSION = 3
+_INT_RANGE = float(1 << 53)
+
+
+def _compact(values: list[float]) -> list[int | float]:
+    """Whole numbers as ints (exact: below 2**53 every one is a float), the rest
+    (and -0.0, whose sign an int would lose) as is."""
+    return [int(v) if -_INT_RANGE < v < _INT_RANGE and v.is_integer() and (v or math.copysign(1.0, v) > 0.0) else v
+            for v in values]
 _SH = struct.Struct("<4fH")
 _NAN = math.nan
 
@@ -591,7 +601,7 @@ class ExtractionDetector(CoreDetector):
         """Compact, exact serialisation of the key's state (msgpack)."""
         return msgspec.msgpack.encode(
             _State(
-                _VERSION, self.n, self.win, self.cur, self.prev, self.obs, self.mean, self.var, self.nwin,
+                _VERSION, self.n, self.win, _compact(self.cur), _compact(self.prev), self.obs, self.mean, self.var, self.nwin,
                 self.fp_dim, self.fp_n, self.alt_dim, self.alt_run,
                 array("d", self.mu).tobytes(), array("d", self.sd).tobytes(),
                 self.res[: self.res_len].tobytes(), self.res_len, self.res_pos,
@@ -607,12 +617,13 @@ class ExtractionDetector(CoreDetector):
     def from_bytes(cls, data: bytes, params: ExtractionParams | None = None) -> "ExtractionDetector":
         """Rebuild a detector from :meth:`to_bytes` output (same params as when saved)."""
         s = msgspec.msgpack.decode(data, type=_State)
-        if s.version not in (1, _VERSION):
+        if s.version not in (1, 2, _VERSION):
             raise ValueError(f"unsupported {cls.name} state version {s.version}")
         det = cls(params)
         p = det.params
         det.n, det.win, det.obs = s.n, s.win, s.obs
-        det.cur, det.prev, det.mean, det.var, det.nwin = s.cur, s.prev, s.mean, s.var, s.nwin
+        det.cur, det.prev = [float(v) for v in s.cur], [float(v) for v in s.prev]
+        det.mean, det.var, det.nwin = s.mean, s.var, s.nwin
         det.fp_dim, det.fp_n, det.alt_dim, det.alt_run = s.fp_dim, s.fp_n, s.alt_dim, s.alt_run
         det.mu = array("d", s.mu).tolist()
         det.sd = array("d", s.sd).tolist()
@@ -730,7 +741,8 @@ class ExtractionDetector(CoreDetector):
         # float64 (the reservoir's float32 values are exact in it); four numpy calls
         diff = (self.res if n == self.params.reservoir else self.res[:n]) - proj
         diff *= diff
-        d2 = _min_reduce(diff @ _ones(diff.shape[1]))
+        # np.dot, not @: the same BLAS call (same result) at half the call overhead
+        d2 = min(_dot(diff, _ones(diff.shape[1])).tolist())
         # at float32 precision, as the ring stores it (so a restored key scores the same)
         return _F32.unpack(_F32.pack(math.sqrt(d2)))[0]
 
@@ -750,7 +762,7 @@ class ExtractionDetector(CoreDetector):
         p = self.params
         if self.fp_dim and fp.shape[0] != self.fp_dim:
             return  # a different fingerprint space: not comparable (see learn_one)
-        proj = fp @ _projection(fp.shape[0], p.proj_dims, p.seed)
+        proj = _dot(fp, _projection(fp.shape[0], p.proj_dims, p.seed))
         a.proj = proj
         d = self._mindist(proj)
         a.dmin = d
@@ -922,7 +934,7 @@ class ExtractionDetector(CoreDetector):
         if a.proj is not None:
             proj, d = a.proj, a.dmin
         else:
-            proj = fp @ _projection(dim, p.proj_dims, p.seed)
+            proj = _dot(fp, _projection(dim, p.proj_dims, p.seed))
             d = self._mindist(proj)
         frozen = self.fp_n >= p.fp_warmup
         if d is not None and d <= (self._eps if frozen else 1e-9):
@@ -1035,7 +1047,7 @@ class ExtractionDetector(CoreDetector):
 
 _F32 = struct.Struct("<f")
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
-_min_reduce = np.minimum.reduce
+_dot = np.dot
 erfc = math.erfc
 
 

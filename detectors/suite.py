@@ -165,7 +165,7 @@ class DetectorSuite:
     """
 
     __slots__ = ("kind", "names", "classes", "params", "min_scores", "protect_score", "calibration", "_ids", "_core",
-                 "_meta", "_selfprot", "_calkeys", "_rawsur", "_dense", "_idx")
+                 "_meta", "_selfprot", "_calkeys", "_rawsur", "_dense", "_plan")
 
     def __init__(self, kind: str, classes: list[type], params: list[Any], min_scores: list[float],
                  protect_score: float = 99.0, calibration: DayCalibration | None = None) -> None:
@@ -179,15 +179,19 @@ class DetectorSuite:
         self.min_scores = tuple(min_scores)
         self.protect_score = protect_score
         self._ids = tuple(crc32(n.encode()) & 0xFFFF for n in self.names)
-        if _CAL_ID in self._ids:
-            raise ValueError(f"a detector name hashes to the calibration record's tag: {self.names}")
+        if _CAL_ID in self._ids or _CAL_ID2 in self._ids:
+            raise ValueError(f"a detector name hashes to a calibration record's tag: {self.names}")
+        if len(set(_cal_tag(k) for k in self._calkeys)) < len(self._calkeys):
+            raise ValueError(f"two detector names share a calibration tag: {self.names}")
         self._core = tuple(issubclass(c, CoreDetector) for c in classes)
         # Detectors that protect their own baseline (windows that must see every
         # event, e.g. extraction and drift) learn every event.
         self._selfprot = tuple(bool(getattr(c, "self_protecting", False)) for c in classes)
         self._rawsur = tuple(bool(getattr(c, "raw_is_surprise", False)) for c in classes)
         self._dense = tuple(bool(getattr(c, "dense_scores", False)) for c in classes)
-        self._idx = tuple(range(len(classes)))
+        #: per detector, what the calibrated path needs (one tuple, unpacked once per event)
+        self._plan = tuple(zip(range(len(classes)), self._core, self._selfprot, self._rawsur, self.min_scores,
+                               self._dense, self._calkeys))
         self._meta = tuple(
             (c.name, getattr(c, "entity_type", "user"), getattr(c, "title", "") or c.name,
              tuple(getattr(c, "techniques", ())))
@@ -206,28 +210,42 @@ class DetectorSuite:
 
     def dumps(self, state: list[Any]) -> bytes:
         """Serialise a per-entity state (each detector tagged by a name hash,
-        so states survive adding or removing detectors)."""
-        out = [b"S1"]
-        for i, det in enumerate(state):
-            blob = det.to_bytes()
-            out.append(struct.pack("<HI", self._ids[i], len(blob)))
-            out.append(blob)
+        so states survive adding or removing detectors).
+
+        Format ``S2``: records of (uint16 tag, uint16 length, bytes); ``S1`` (uint32
+        lengths) is written only if a record is 64 KiB or more, and both load.
+        """
+        recs = [(self._ids[i], det.to_bytes()) for i, det in enumerate(state)]
         cal = getattr(state, "cal", None)
         if cal is not None and cal.dets:
-            blob = cal.to_bytes()
-            out.append(struct.pack("<HI", _CAL_ID, len(blob)))
+            recs.append((_CAL_ID2, cal.to_bytes()))
+        if all(len(blob) <= 0xFFFF for _tag, blob in recs):
+            head, rec = b"S2", _REC2
+        else:
+            head, rec = b"S1", _REC1
+        out = [head]
+        for tag, blob in recs:
+            out.append(rec.pack(tag, len(blob)))
             out.append(blob)
         return b"".join(out)
 
     def loads(self, data: bytes) -> "SuiteState":
-        """Inverse of :meth:`dumps`; detectors missing from ``data`` start fresh."""
-        if data[:2] != b"S1":
+        """Inverse of :meth:`dumps`; detectors missing from ``data`` start fresh.
+        Reads every format :meth:`dumps` ever wrote (``S1`` with version-1
+        calibration records, ``S1`` and ``S2`` with version-2 ones)."""
+        head = data[:2]
+        if head == b"S2":
+            rec = _REC2
+        elif head == b"S1":
+            rec = _REC1
+        else:
             raise ValueError("not a detector suite state (bad header)")
         blobs: dict[int, bytes] = {}
         o, n = 2, len(data)
+        size = rec.size
         while o < n:
-            ident, ln = struct.unpack_from("<HI", data, o)
-            o += 6
+            ident, ln = rec.unpack_from(data, o)
+            o += size
             blobs[ident] = data[o : o + ln]
             o += ln
         state = SuiteState()
@@ -238,9 +256,14 @@ class DetectorSuite:
                 state.append(c(p) if p is not None else c())
             else:
                 state.append(c.from_bytes(blob, p))
-        blob = blobs.get(_CAL_ID)
+        cfg = self.calibration or DayCalibration()
+        blob = blobs.get(_CAL_ID2)
         if blob is not None:
-            state.cal = _EntityCalibration.from_bytes(blob, self._calkeys, self.calibration or DayCalibration())
+            state.cal = _EntityCalibration.from_bytes(blob, self._calkeys, cfg)
+        else:
+            blob = blobs.get(_CAL_ID)
+            if blob is not None:
+                state.cal = _EntityCalibration.from_bytes_v1(blob, self._calkeys, cfg)
         return state
 
     # -- the per-event path ----------------------------------------------------
@@ -288,29 +311,27 @@ class DetectorSuite:
         cfg = self.calibration
         assert cfg is not None
         cal = getattr(state, "cal", None)
-        if cal is None or cal.dets != self._calkeys:
-            cal = _EntityCalibration(self._calkeys, cfg, old=cal)
+        keys = self._calkeys
+        if cal is None or cal.dets != keys:
+            cal = _EntityCalibration(keys, cfg, old=cal)
             try:
                 state.cal = cal  # type: ignore[attr-defined]
             except AttributeError:  # a plain list from an older caller: calibrate without memory
                 pass
-        keys = self._calkeys
-        if keys:
+        if keys and g is not None:
+            # A peer reference starts with the group's first event (see _new_peer_sketch).
             k0 = keys[0]
-            grp = g
-            while grp is not None:  # a peer reference starts with the group's first event (see _new_peer_sketch)
-                if k0 not in grp.stats:
-                    for key, dense in zip(keys, self._dense):
-                        grp.stats.setdefault(key, _new_peer_sketch(cfg, ts, dense))
-                grp = grp.parent
+            top = g.parent
+            if k0 not in g.stats or (top is not None and k0 not in top.stats):
+                self._init_peer_sketches(g, ts)
         who = -1  # the entity's hash, computed when needed
-        if int(ts // cfg.block) > cal.hour or int(ts // 86400.0) > cal.day:
+        # ts >= t_chk is implied by a later hour or day (see _EntityCalibration._bound)
+        if ts >= cal.t_chk and (int(ts // cfg.block) > cal.hour or int(ts // 86400.0) > cal.day):
             who = _who(self.kind, flat)
             cal.advance(ts, g, who, cfg, self._dense)
         findings: list[Finding] | None = None
         hs = cal.hs
-        for i, det, core, learn_all, rawsur, min_score in zip(self._idx, state, self._core, self._selfprot, self._rawsur,
-                                                               self.min_scores):
+        for det, (i, core, learn_all, rawsur, min_score, dense, key) in zip(state, self._plan):
             expl: Explanation | None = None
             if core:
                 s, raw, ctx = det._assess(flat, ts, g)
@@ -331,7 +352,7 @@ class DetectorSuite:
                 if s >= _RAW_GATE:
                     if who == -1:
                         who = _who(self.kind, flat)
-                    hit = cal.p_day_hit(i, r, _judge(keys[i], g, ts, cfg, who), who, cfg, ts, self._dense[i], min_score)
+                    hit = cal.p_day_hit(i, r, _judge(key, g, ts, cfg, who), who, cfg, ts, dense, min_score)
                     if hit is not None:
                         if core:
                             expl = det._explain(ctx, g)
@@ -347,6 +368,16 @@ class DetectorSuite:
             elif learn_all or s < self.protect_score:
                 det.learn_one(flat, ts)
         return findings or []
+
+    def _init_peer_sketches(self, g: PeerGroup, ts: float) -> None:
+        cfg = self.calibration
+        grp: PeerGroup | None = g
+        k0 = self._calkeys[0]
+        while grp is not None:
+            if k0 not in grp.stats:
+                for key, dense in zip(self._calkeys, self._dense):
+                    grp.stats.setdefault(key, _new_peer_sketch(cfg, ts, dense))
+            grp = grp.parent
 
     def _finding(self, i: int, s: Score, flat: dict[str, Any], g: Any) -> Finding:
         name, etype, title, techniques = self._meta[i]
@@ -411,6 +442,19 @@ _RAW_GATE = 90.0
 _CAL_ID = 0xFFFF
 _CAL_HEAD = struct.Struct("<qqB")
 _CAL_DET = struct.Struct("<IffdH")
+#: Tag of the version-2 calibration record (the one written now; 0xFFFF records still load).
+_CAL_ID2 = 0xFFFE
+#: per detector: tag, hour and day maxima, first score, own days' n and last update, kept days
+_CAL_DET2 = struct.Struct("<HffdfdB")
+_OWN_ITEM = struct.Struct("<fI")  # value, minute
+_OWN_ITEM_WHO = struct.Struct("<fII")  # value, producer, minute (bit 7 of the count: with producers)
+#: suite records: (tag, length) in formats S1 and S2
+_REC1 = struct.Struct("<HI")
+_REC2 = struct.Struct("<HH")
+
+
+def _cal_tag(key: str) -> int:
+    return crc32(key.encode()) & 0xFFFF
 
 
 def _who(kind: str, flat: dict[str, Any]) -> int:
@@ -481,7 +525,7 @@ class _EntityCalibration:
     """One entity's running hour and day maxima of each detector's surprise, and
     its own past days' largest maxima (a small :class:`TailSketch` per detector)."""
 
-    __slots__ = ("dets", "hour", "day", "hmax", "dmax", "own", "first", "hs")
+    __slots__ = ("dets", "hour", "day", "hmax", "dmax", "own", "first", "hs", "block", "t_chk")
 
     def __init__(self, dets: tuple[str, ...], cfg: DayCalibration, old: "_EntityCalibration | None" = None) -> None:
         self.dets = dets
@@ -494,6 +538,7 @@ class _EntityCalibration:
         #: the hour's largest raw score per detector (transient: only saves work)
         self.hs = [0.0] * len(dets)
         self.own = [_new_own_sketch(cfg) for _ in dets]
+        self.block = cfg.block
         if old is not None:  # the suite's detectors changed: keep what still applies
             self.hour, self.day = old.hour, old.day
             for j, key in enumerate(old.dets):
@@ -501,6 +546,13 @@ class _EntityCalibration:
                     i = dets.index(key)
                     self.hmax[i], self.dmax[i], self.own[i] = old.hmax[j], old.dmax[j], old.own[j]
                     self.first[i] = old.first[j]
+        self._bound()
+
+    def _bound(self) -> None:
+        """Set ``t_chk``: no event time below it is in a later hour or day than the
+        current ones, so the suite compares one float per event (a second less
+        than the boundary, so float division at the boundary cannot matter)."""
+        self.t_chk = min((self.hour + 1) * self.block, (self.day + 1) * 86400.0) - 1.0
 
     def own_ref(self, i: int, ts: float, dense: bool, cfg: DayCalibration) -> TailSketch | None:
         """The entity's own days, once they make a reference: a closed day (a full
@@ -538,6 +590,7 @@ class _EntityCalibration:
                     self.own[i].update(r, t_end)
             self.day = d
             self.dmax = [0.0] * len(self.dets)
+        self._bound()
 
     def observe(self, i: int, s: float, r: float, ts: float) -> None:
         """Detector ``i`` scored ``s`` (surprise ``r``) on an event of the current hour."""
@@ -596,18 +649,49 @@ class _EntityCalibration:
         return p, info
 
     def to_bytes(self) -> bytes:
+        """Version 2: per detector a 16-bit tag, and the own days' sketch without what
+        the suite never reads from it (``since``; producers, always 0)."""
         out = [_CAL_HEAD.pack(self.hour, self.day, len(self.dets))]
         for key, hm, dm, first, own in zip(self.dets, self.hmax, self.dmax, self.first, self.own):
-            blob = own.to_bytes()
-            out.append(_CAL_DET.pack(crc32(key.encode()), hm, dm, first, len(blob)))
-            out.append(blob)
+            top = own.top
+            with_who = any(w for _v, w, _t in top)
+            out.append(_CAL_DET2.pack(_cal_tag(key), hm, dm, first, own.n, own.last, len(top) | (0x80 if with_who else 0)))
+            if with_who:
+                out.extend(_OWN_ITEM_WHO.pack(v, w & 0xFFFFFFFF, max(0, int(t // 60.0))) for v, w, t in top)
+            else:
+                out.extend(_OWN_ITEM.pack(v, max(0, int(t // 60.0))) for v, _w, t in top)
         return b"".join(out)
 
     @classmethod
     def from_bytes(cls, data: bytes, dets: tuple[str, ...], cfg: DayCalibration) -> "_EntityCalibration":
+        """Inverse of :meth:`to_bytes` (version 2)."""
         hour, day, m = _CAL_HEAD.unpack_from(data)
         o = _CAL_HEAD.size
-        saved: dict[int, tuple[float, float, TailSketch]] = {}
+        saved: dict[int, tuple[float, float, float, TailSketch]] = {}
+        for _ in range(m):
+            tag, hm, dm, first, n, last, cnt = _CAL_DET2.unpack_from(data, o)
+            o += _CAL_DET2.size
+            own = _new_own_sketch(cfg)
+            own.n, own.last = n, last
+            if cnt & 0x80:
+                for _ in range(cnt & 0x7F):
+                    v, w, minute = _OWN_ITEM_WHO.unpack_from(data, o)
+                    o += _OWN_ITEM_WHO.size
+                    own.top.append((v, w, minute * 60.0))
+            else:
+                for _ in range(cnt):
+                    v, minute = _OWN_ITEM.unpack_from(data, o)
+                    o += _OWN_ITEM.size
+                    own.top.append((v, 0, minute * 60.0))
+            saved[tag] = (hm, dm, first, own)
+        return cls._restored(dets, cfg, hour, day, saved, _cal_tag)
+
+    @classmethod
+    def from_bytes_v1(cls, data: bytes, dets: tuple[str, ...], cfg: DayCalibration) -> "_EntityCalibration":
+        """A version-1 record (32-bit tags, the own days' full :class:`TailSketch` bytes)."""
+        hour, day, m = _CAL_HEAD.unpack_from(data)
+        o = _CAL_HEAD.size
+        saved: dict[int, tuple[float, float, float, TailSketch]] = {}
         for _ in range(m):
             h32, hm, dm, first, ln = _CAL_DET.unpack_from(data, o)
             o += _CAL_DET.size
@@ -615,10 +699,16 @@ class _EntityCalibration:
                                         prior=cfg.prior, half_life=cfg.half_life, memory=cfg.memory)
             o += ln
             saved[h32] = (hm, dm, first, own)
+        return cls._restored(dets, cfg, hour, day, saved, lambda key: crc32(key.encode()))
+
+    @classmethod
+    def _restored(cls, dets: tuple[str, ...], cfg: DayCalibration, hour: int, day: int,
+                  saved: dict[int, tuple[float, float, float, TailSketch]], tag: Any) -> "_EntityCalibration":
         c = cls(dets, cfg)
         c.hour, c.day = hour, day
+        c._bound()
         for i, key in enumerate(dets):
-            got = saved.get(crc32(key.encode()))
+            got = saved.get(tag(key))
             if got is not None:
                 c.hmax[i], c.dmax[i], c.first[i], c.own[i] = got
         return c

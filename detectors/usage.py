@@ -230,25 +230,43 @@ class ApiUsageDetector(CoreDetector):
         return Explanation(USAGE_FEATURES[i], total, base, peer, win, reason)
 
     def _pack(self) -> bytes:
-        flags = sum(1 << i for i, v in enumerate(self.vols) if v is not None)
-        body = b"".join(v.to_bytes() for v in self.vols if v is not None)
-        return bytes((flags,)) + _HEAD.pack(0, self.errs, 0.0) + self.ebase.to_bytes() + body
+        # Version 2 (bit 7 of the flags byte): no unused header fields, and the windows
+        # without the day fields (api usage has no slow-drip day: always -2, 0, 0).
+        flags = _V2 | sum(1 << i for i, v in enumerate(self.vols) if v is not None)
+        body = b"".join(_WIN2.pack(v.win, v.cur) + v.base.to_bytes() for v in self.vols if v is not None)
+        return bytes((flags,)) + _ERRS.pack(self.errs) + self.ebase.to_bytes() + body
 
     def _unpack(self, data: bytes) -> None:
         flags = data[0]
         hl = self.params.half_life
-        _, self.errs, _ = _HEAD.unpack_from(data, 1)
-        o = 1 + _HEAD.size
+        if flags & _V2:
+            (self.errs,) = _ERRS.unpack_from(data, 1)
+            o = 1 + _ERRS.size
+        else:  # version 1: errs between two unused fields; each window with its day fields
+            _, self.errs, _ = _HEAD.unpack_from(data, 1)
+            o = 1 + _HEAD.size
         self.ebase = EWMeanVar.from_bytes(data[o : o + EWMeanVar.SIZE], hl)
         o += EWMeanVar.SIZE
-        size = WindowedVolume.SIZE_NODAY
         for i in range(3):
-            if flags & (1 << i):
-                self.vols[i] = WindowedVolume.from_bytes(data[o : o + size], hl)
-                self.vols[i].day = -2
-                o += size
-            else:
+            if not flags & (1 << i):
                 self.vols[i] = None
+                continue
+            if flags & _V2:
+                vol = WindowedVolume(hl, day=False)
+                vol.win, vol.cur = _WIN2.unpack_from(data, o)
+                o += _WIN2.size
+                vol.base = EWMeanVar.from_bytes(data[o : o + EWMeanVar.SIZE], hl)
+                o += EWMeanVar.SIZE
+            else:
+                size = WindowedVolume.SIZE_NODAY
+                vol = WindowedVolume.from_bytes(data[o : o + size], hl)
+                vol.day = -2
+                o += size
+            self.vols[i] = vol
 
 
+#: State version 2: bit 7 of the flags byte (version 1 used bits 0-2 only).
+_V2 = 0x80
+_ERRS = struct.Struct("<d")
+_WIN2 = struct.Struct("<qd")
 _EMPTY = WindowedVolume(1.0, day=False)
