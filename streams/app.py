@@ -150,6 +150,7 @@ def create_app(
 
     cache_keys = settings.worker.state_cache_keys
     caches: list[Any] = []
+    progresses: list[_Progress] = []
 
     def make_handler(kind: str, topic_name: str) -> None:
         topic = app.topic(topic_name, schema=schema(), partitions=t.partitions, internal=False)
@@ -173,6 +174,7 @@ def create_app(
         parse_kind = "access" if kind == "source" else kind
         reader = _TableReader(app, table)
         write = _table_writer(app, table)
+        progress = _Progress(reader, write)
 
         async def score(batch: list[Any]) -> None:
             # One fetched batch of this topic: state is read through the decoded-state
@@ -212,16 +214,24 @@ def create_app(
             # Outputs acknowledged by Kafka; the state follows at the consumer's next
             # settle (processor.flush), and only then are the offsets acked.
             await _deliver_batch(app, sends, dead, dead_letter)
+            progress.handled(batch)
             events_counter.inc(len(batch))
             METRICS.last_progress.set(_observe_live(processing, stamps))
 
-        batchdrain.register(app, topic, score, flush=lambda: processor.flush(write))
+        def flush() -> None:
+            processor.flush(write)
+            progress.flush()
+
+        batchdrain.register(app, topic, score, flush=flush, resume_at=progress.resume_at)
+        progresses.append(progress)
 
     entities = app.Table("entities", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
     alert_processor = AlertProcessor(policy, cache_keys=cache_keys)
     caches.append(alert_processor.cache)
     entity_reader = _TableReader(app, entities)
     write_entities = _table_writer(app, entities)
+    entity_progress = _Progress(entity_reader, write_entities)
+    progresses.append(entity_progress)
 
     async def decide(batch: list[Any]) -> None:
         """Policy, suppression and entity risk, keyed by entity (batched like the scorers)."""
@@ -246,9 +256,14 @@ def create_app(
                 sends.append((risk_topic, message.key, outcome.risk_change.to_json(), None))
         entity_reader.message = None
         await _deliver_batch(app, sends, dead, dead_letter)
+        entity_progress.handled(batch)
         METRICS.last_progress.set(_observe_live(METRICS.latency, arrivals))
 
-    batchdrain.register(app, candidates_topic, decide, flush=lambda: alert_processor.flush(write_entities))
+    def flush_entities() -> None:
+        alert_processor.flush(write_entities)
+        entity_progress.flush()
+
+    batchdrain.register(app, candidates_topic, decide, flush=flush_entities, resume_at=entity_progress.resume_at)
 
     @app.on_partitions_revoked.connect
     async def _forget_cached_state(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -257,6 +272,8 @@ def create_app(
         for cache in caches:
             if cache is not None:
                 cache.discard()
+        for progress in progresses:
+            progress.last.clear()
 
     for kind, topic_name in t.inputs().items():
         assert kind in STREAM_KINDS
@@ -351,6 +368,49 @@ class _TableReader:
         event = batchdrain.event_for(self.app, self.message)
         batchdrain.enter(event)
         return self.table.get(key, default)
+
+
+def progress_key(partition: int) -> bytes:
+    """The table key of a partition's next offset. Not valid UTF-8, so no identity
+    (always encoded from text) can collide with it."""
+    return b"\xff\xffueba-next-offset:%d" % partition
+
+
+class _Progress:
+    """Per partition of one scored topic, the offset after the last message whose
+    state is written: stored in the topic's own table with that state, at each
+    settle, so it survives crashes and moves with the partition (changelog). The
+    consumer checks a partition's first batch after an assignment against it
+    (``batchdrain.BatchingConsumer._verify_positions``): a partition positioned
+    past it would skip events."""
+
+    __slots__ = ("reader", "write", "last")
+
+    def __init__(self, reader: "_TableReader", write: Callable[[bytes, bytes, Any], None]) -> None:
+        self.reader = reader
+        self.write = write
+        self.last: dict[int, Any] = {}  # partition -> latest handled message, until the next flush
+
+    def handled(self, batch: list[Any]) -> None:
+        last = self.last
+        for m in batch:
+            prev = last.get(m.partition)
+            if prev is None or m.offset > prev.offset:
+                last[m.partition] = m
+
+    def flush(self) -> None:
+        for partition, m in self.last.items():
+            self.write(progress_key(partition), b"%d" % (m.offset + 1), m)
+        self.last.clear()
+
+    def resume_at(self, message: Any) -> int | None:
+        reader = self.reader
+        reader.message = message
+        try:
+            raw = reader.get(progress_key(message.partition))
+        finally:
+            reader.message = None
+        return int(raw) if raw else None
 
 
 def _table_writer(app: faust.App, table: Any) -> Callable[[bytes, bytes, Any], None]:

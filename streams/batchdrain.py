@@ -60,6 +60,9 @@ log = logging.getLogger("ueba.worker")
 
 BatchHandler = Callable[[list[Any]], Awaitable[None]]
 StateFlush = Callable[[], Any]
+#: Given a partition's first message after an assignment: the offset the handler's
+#: own persisted state says that partition continues at (None: no record).
+ResumeAt = Callable[[Any], "int | None"]
 
 #: Default: write the handlers' state (and then ack) at least this often (seconds) ...
 #: 0 = after every fetch round (the conservative default: less work to redeliver
@@ -110,6 +113,12 @@ class BatchingConsumer(_aiokafka.Consumer):
         self._idle = asyncio.Event()
         self._idle.set()
         self._revoking = False
+        #: partitions whose position was checked against the handler's state since the
+        #: last assignment, and the offset each partition was last sought back to
+        self._checked: set[Any] = set()
+        self._rewound: dict[Any, int] = {}
+        #: offsets the fetch skipped and that were then read again (counter, for tests and metrics)
+        self.ueba_rewinds = 0
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         """Before Faust lets go of anything (it first forgets the revoked partitions'
@@ -121,15 +130,23 @@ class BatchingConsumer(_aiokafka.Consumer):
             await self._idle.wait()
             if self._pending:
                 self._settle()
+            self._checked.clear()
             await super().on_partitions_revoked(revoked)
         finally:
             self._revoking = False
+
+    async def on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        # every partition's position is checked again against the state it resumes
+        self._checked.clear()
+        self._rewound.clear()
+        await super().on_partitions_assigned(assigned, generation_id)
 
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs inside a worker
         handlers: dict[str, BatchHandler] = getattr(self.app, "ueba_batch_handlers", {})
+        resume_at: dict[str, ResumeAt] = getattr(self.app, "ueba_resume_at", {})
         callback = self.callback
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
@@ -156,15 +173,21 @@ class BatchingConsumer(_aiokafka.Consumer):
                 if self._pending and (not self.flow_active or monotonic() >= self._settle_at):
                     self._settle()
                 batches: dict[str, list[Any]] = {}
+                resought: set[Any] = set()
                 async for tp, message in ait:
+                    if tp in resought:
+                        continue  # sought back this round: read again from there
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is not None and offset < r_offset:
                         continue  # already handed over (Faust drops these too)
                     gap = offset - (r_offset or 0)
-                    if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, r_offset + 1, offset)
                     topic = message.topic
+                    if gap > 1 and r_offset and acks_enabled_for(topic):
+                        if topic in handlers and await self._rewind(tp, r_offset + 1, offset, "the fetch skipped them"):
+                            resought.add(tp)
+                            continue
+                        await self._add_gap(tp, r_offset + 1, offset)
                     if topic in handlers:
                         batch = batches.get(topic)
                         if batch is None:
@@ -175,7 +198,7 @@ class BatchingConsumer(_aiokafka.Consumer):
                     set_read_offset(tp, offset)
                 unset_flag(CONSUMER_FETCHING)
                 for topic, batch in batches.items():
-                    await self._run_batch(handlers[topic], batch, generation)
+                    await self._run_batch(handlers[topic], batch, generation, resume_at.get(topic))
                 if self._pending and (len(self._pending) >= self._settle_messages or monotonic() >= self._settle_at or not self.flow_active):
                     self._settle()
                 if commit_every is not None and self._n_acked >= commit_every:
@@ -199,12 +222,73 @@ class BatchingConsumer(_aiokafka.Consumer):
         finally:
             unset_flag(CONSUMER_FETCHING)
 
-    async def _run_batch(self, handler: BatchHandler, batch: list[Any], generation: int) -> None:
-        if self._revoking or not self.flow_active or self.app.consumer_generation_id != generation or self.should_stop:
-            # A rebalance began after these were fetched: not processed, not acked.
-            # Faust seeks the assigned partitions back to their committed offsets.
-            self._forget_read_offsets(batch)
+    async def _rewind(self, tp: Any, expected: int, found: int, why: str) -> bool:
+        """Offsets ``expected``..``found - 1`` of ``tp`` were not handed to us: seek back to
+        ``expected`` so they are read, unless this partition was already sought back
+        there once and the log still starts later (retention deleted them, or they
+        are a transaction's control records): then accept it. True if sought."""
+        if self._rewound.get(tp) == expected:
+            log.warning("offsets %d-%d of %s[%d] do not exist any more (%s); continuing at %d",
+                        expected, found - 1, tp.topic, tp.partition, why, found)
+            self._rewound.pop(tp, None)
+            return False
+        log.warning("offsets %d-%d of %s[%d] were not processed (%s): reading them again",
+                    expected, found - 1, tp.topic, tp.partition, why)
+        try:
+            await self.seek(tp, expected)
+        except Exception as exc:  # revoked meanwhile: its new owner checks it
+            log.info("could not rewind %s[%s] to %s (%s)", tp.topic, tp.partition, expected, exc)
+            return False
+        self._rewound[tp] = expected
+        self.ueba_rewinds += 1
+        return True
+
+    async def _verify_positions(self, batch: list[Any], resume_at: ResumeAt) -> list[Any]:
+        """The first batch of a partition after an assignment must start where the
+        handler's persisted state says it left off. Faust and the client position a
+        partition at its committed offset, which never runs ahead of the written
+        state; a partition positioned *later* than the state's next offset would
+        silently skip events (it happened once in a hand-over between two workers,
+        cause not found), so it is sought back to that offset instead."""
+        firsts: dict[Any, Any] = {}
+        for m in batch:
+            if m.tp not in self._checked and m.tp not in firsts:
+                firsts[m.tp] = m
+        if not firsts:
+            return batch
+        skip: set[Any] = set()
+        for tp, m in firsts.items():
+            try:
+                expected = resume_at(m)
+            except Exception as exc:  # the check must never stop the worker
+                log.warning("could not read the resume offset of %s[%d]: %s", tp.topic, tp.partition, exc)
+                expected = None
+            if expected is not None and m.offset > expected and await self._rewind(tp, expected, m.offset, "the partition was positioned past them"):
+                skip.add(tp)
+                continue
+            self._checked.add(tp)
+            self._rewound.pop(tp, None)
+        if not skip:
+            return batch
+        return [m for m in batch if m.tp not in skip]
+
+    async def _run_batch(self, handler: BatchHandler, batch: list[Any], generation: int, resume_at: ResumeAt | None = None) -> None:
+        why = (
+            "revoking" if self._revoking
+            else "flow stopped" if not self.flow_active
+            else "generation changed" if self.app.consumer_generation_id != generation
+            else "stopping" if self.should_stop
+            else None
+        )
+        if why is not None:
+            # A rebalance began (or the worker is stopping) after these were fetched:
+            # not processed, not acked, and read again (rewind below).
+            await self._drop_batch(batch, why)
             return
+        if resume_at is not None:
+            batch = await self._verify_positions(batch, resume_at)
+            if not batch:
+                return
         self.track_all(batch)
         self._idle.clear()
         try:
@@ -238,6 +322,43 @@ class BatchingConsumer(_aiokafka.Consumer):
             asyncio.ensure_future(self.app.crash(exc))
             raise
         self.ack_all(pending)
+
+    async def _drop_batch(self, batch: list[Any], why: str) -> None:
+        """Leave ``batch`` unprocessed and unacked, and make sure it is read again.
+
+        Forgetting the read offsets is not enough: the client's fetch position is
+        already past the batch, so the next round would return later messages,
+        and Faust's gap tracking (:meth:`_add_gap`, meant for compacted topics)
+        would then count the skipped offsets as done and commit past them. A
+        rebalance seeks to the committed offsets, but a batch dropped *after*
+        that seek (fetched while the generation changed under ``getmany``) is
+        followed by no seek at all. So each partition this worker still owns
+        is sought back to the batch's first offset (or the committed offset if
+        that is later: another worker already did those)."""
+        first: dict[Any, int] = {}
+        for m in batch:
+            o = first.get(m.tp)
+            if o is None or m.offset < o:
+                first[m.tp] = m.offset
+        self._forget_read_offsets(batch)
+        self.ueba_dropped_batches = getattr(self, "ueba_dropped_batches", 0) + 1
+        log.info("batch of %d message(s) dropped unprocessed (%s); reading %s again", len(batch), why,
+                 ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in sorted(first.items())))
+        if self.should_stop:
+            return  # stopping: the next owner starts at the committed offset
+        try:
+            assigned = self.assignment()
+        except Exception:  # no assignment yet (a rebalance in progress): it will seek
+            return
+        for tp, offset in first.items():
+            if tp not in assigned:
+                continue  # revoked: its new owner starts at the committed offset
+            committed = self._committed_offset.get(tp)
+            target = max(offset, committed) if committed is not None else offset
+            try:
+                await self.seek(tp, target)
+            except Exception as exc:  # revoked meanwhile: the rebalance seeks it
+                log.info("could not rewind %s[%s] to %s (%s); the rebalance will seek it", tp.topic, tp.partition, target, exc)
 
     def _forget_read_offsets(self, batch: Iterable[Any]) -> None:
         read = self._read_offset
@@ -309,18 +430,24 @@ class BatchApp(faust.App):
         return super()._new_transport()
 
 
-def register(app: faust.App, topic: Any, handler: BatchHandler, flush: StateFlush | None = None) -> None:
+def register(app: faust.App, topic: Any, handler: BatchHandler, flush: StateFlush | None = None,
+             resume_at: ResumeAt | None = None) -> None:
     """Deliver ``topic``'s messages to ``handler`` in lists (subscribes the topic).
 
     ``handler`` processes a batch and returns once its outputs are in Kafka;
     ``flush`` writes the handler's cached state. The consumer calls every
-    flush, then acks, at least every ``SETTLE_SECONDS``."""
+    flush, then acks, at least every ``SETTLE_SECONDS``. ``resume_at`` (optional)
+    reads, for a partition's first message after an assignment, the offset the
+    handler's written state continues at (see :meth:`BatchingConsumer._verify_positions`)."""
     handlers = getattr(app, "ueba_batch_handlers", None)
     if handlers is None:
         handlers = app.ueba_batch_handlers = {}  # type: ignore[attr-defined]
         app.ueba_state_flushes = []  # type: ignore[attr-defined]
+        app.ueba_resume_at = {}  # type: ignore[attr-defined]
     for name in topic.topics:
         handlers[name] = handler
+        if resume_at is not None:
+            app.ueba_resume_at[name] = resume_at  # type: ignore[attr-defined]
     if flush is not None:
         app.ueba_state_flushes.append(flush)  # type: ignore[attr-defined]
     app.topics.add(topic)

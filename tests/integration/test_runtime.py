@@ -82,6 +82,20 @@ def _difference(got: dict[str, dict], expected: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _wait_for(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _group_events(*logs: str) -> str:
+    """The lines of worker logs that tell a hand-over's story (for failure messages)."""
+    keys = ("Joined group", "Revoking", "Setting newly assigned", "Worker ready", "Signal received", "dropped unprocessed",
+            "rewind", "Seek stream", "Restoring state", "LeaveGroup", "rebalance again", "were not processed", "do not exist any more")
+    return "\n".join(f"[{'ab'[i]}] {ln[:200]}" for i, log in enumerate(logs) for ln in log.splitlines() if any(k in ln for k in keys))
+
+
 def _comparable(alerts: dict[str, dict]) -> dict[str, tuple]:
     # what must not differ: who, what, score and the baseline it was judged against
     return {i: (a["entity"], a["source"], a["title"], a["score"], orjson.dumps(a["explanation"], option=orjson.OPT_SORT_KEYS), a["count"]) for i, a in alerts.items()}
@@ -139,16 +153,57 @@ def _produce_paced(settings: Settings, path: Path, seconds: float) -> None:
     p.flush(30)
 
 
-# Known open defect (issue 4): when the first worker stops while the second one's
-# join rebalance is still in progress, suppression counts and representatives can
-# differ from replay (about half of such runs here; first-seen alerts themselves all
-# match). Runs where the join completes before the stop pass. Not strict: it must
-# keep running, and pass, once the cause is fixed.
-@pytest.mark.xfail(strict=False, reason="issue 4: suppression state can diverge when a worker leaves during another's join rebalance")
+# Known open defect (issue 4), guarded since session 4: in one loaded run of about
+# ten, the events of one input partition produced while the first worker stopped and
+# before the second was ready were never scored. The candidates topic showed the new
+# owner starting that partition at the log end of its join time instead of at the
+# committed offset (cause not found in Faust or aiokafka). The consumer now checks
+# each partition's first batch after an assignment against the next offset written
+# with the handler's own state, and seeks back if the partition was positioned past
+# it (streams.batchdrain._verify_positions); dropped batches and fetch gaps are sought
+# back too. Every run since passed (counts in the issue notes), but the cause is
+# not understood, so the mark stays (not strict: it runs, and passes). On failure
+# it prints each worker's group, drop and rewind events.
+@pytest.mark.xfail(strict=False, reason="issue 4: a partition was once positioned past its committed offset in a hand-over (now guarded; cause unknown)")
 def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(settings: Settings, tmp_path):
     """Rebalances while events flow: a batch in progress is finished and acked before
     its partitions move; one fetched but not started is dropped unacked and read
     again by the new owner. Either way the alerts equal replay's, counts included."""
+    import threading
+
+    settings = with_rules(settings)
+    ensure_topics(settings)
+    src = tmp_path / "events.jsonl"
+    write_events(src, n_per_user=150)
+    expected, n_msgs = replay_alerts(settings, src)
+    feeder = threading.Thread(target=_produce_paced, args=(settings, src, 45.0), daemon=True)
+    other = settings.worker.model_copy(update={"web_port": settings.worker.web_port + 1, "data_dir": tmp_path / "w2"})
+    s2 = settings.model_copy(update={"worker": other})
+    with worker(settings, tmp_path, name="a") as a:
+        # a must be consuming before the clock starts (a loaded machine can take 15 s to start it)
+        _wait_for(lambda: "Worker ready" in a.log(), 90, "worker a ready")
+        feeder.start()
+        time.sleep(5)
+        with worker(s2, tmp_path, name="b") as b:
+            # a leaves as soon as b asks to join: a's stop overlaps b's join rebalance
+            _wait_for(lambda: "(Re-)joining group" in b.log(), 90, "worker b joining")
+            time.sleep(1)
+            assert a.stop() == 0  # a leaves gracefully: its partitions move to b
+            feeder.join(60)
+            msgs = consume(settings, settings.topics.alerts, n_msgs, timeout=120, drain=8)
+            assert b.alive()
+            logs_a, logs_b = a.log(), b.log()
+    got = stream_alerts(msgs)
+    assert _comparable(got) == _comparable(expected), _difference(got, expected) + "\n" + _group_events(logs_a, logs_b)
+    # both took part, and b saw a's partitions come to it
+    assert settings.topics.access in logs_a and logs_b.count(settings.topics.access) >= 2
+
+
+def test_a_worker_taking_over_from_one_that_left_scores_every_event(settings: Settings, tmp_path):
+    """The first worker leaves while events flow, before the second one has joined:
+    the second starts from nothing but the changelogs and the committed offsets, and
+    must score every event the first did not (the hand-over in which a partition was
+    once positioned at the log end, skipping events; see the note above)."""
     import threading
 
     settings = with_rules(settings)
@@ -161,15 +216,14 @@ def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(setti
     s2 = settings.model_copy(update={"worker": other})
     with worker(settings, tmp_path, name="a") as a:
         feeder.start()
-        time.sleep(7)
+        _wait_for(lambda: "Worker ready" in a.log(), 90, "worker a ready")
+        time.sleep(1.5)
         with worker(s2, tmp_path, name="b") as b:
-            time.sleep(8)  # b joined: partitions were split while events flowed
-            assert a.stop() == 0  # a leaves gracefully: its partitions move to b
+            assert a.stop() == 0  # gone before b joins
             feeder.join(60)
             msgs = consume(settings, settings.topics.alerts, n_msgs, timeout=120, drain=8)
             assert b.alive()
             logs_a, logs_b = a.log(), b.log()
     got = stream_alerts(msgs)
-    assert _comparable(got) == _comparable(expected), _difference(got, expected)
-    # both took part, and b saw a's partitions come to it
-    assert settings.topics.access in logs_a and logs_b.count(settings.topics.access) >= 2
+    assert _comparable(got) == _comparable(expected), _difference(got, expected) + "\n" + _group_events(logs_a, logs_b)
+    assert logs_b.count("Joined group") >= 1 and "Signal received" in logs_a

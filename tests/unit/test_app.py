@@ -50,3 +50,44 @@ def test_an_events_arrival_in_kafka_travels_on_its_candidates():
     assert _arrival_of(later) == 1_700_000_000.25
     assert _arrival_of(msg(5.0, {ARRIVAL_HEADER: b"2000"})) == 2.0
     assert _arrival_of(msg(5.0, [(ARRIVAL_HEADER, b"garbage")])) == 5.0
+
+
+def test_each_partitions_next_offset_is_written_with_the_state_and_read_back_by_partition():
+    """streams.app._Progress: what the consumer checks a partition's position against
+    after an assignment. Written only at a settle (with the state), per partition, under
+    a key no identity can take."""
+    from faust.types.tuples import Message
+
+    from streams.app import _Progress, progress_key
+
+    table: dict[bytes, bytes] = {}
+
+    class Reader:
+        message = None
+
+        def get(self, key, default=None):
+            assert self.message is not None  # the partition's message is current for the read
+            return table.get(key, default)
+
+    writes = []
+
+    def write(key, raw, tag):
+        writes.append((key, raw, tag.partition))
+        table[key] = raw
+
+    p = _Progress(Reader(), write)
+    m = lambda part, off: Message("t", part, off, 0.0, 0, {}, b"k", b"v", None)  # noqa: E731
+    assert p.resume_at(m(0, 0)) is None  # nothing written yet: no claim
+    p.handled([m(0, 5), m(1, 40), m(0, 7), m(0, 6)])
+    assert table == {}  # nothing before the settle
+    p.flush()
+    assert sorted(writes) == [(progress_key(0), b"8", 0), (progress_key(1), b"41", 1)]
+    assert p.resume_at(m(0, 99)) == 8 and p.resume_at(m(1, 0)) == 41
+    p.flush()
+    assert len(writes) == 2  # nothing handled since: nothing rewritten
+    try:
+        progress_key(3).decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        raise AssertionError("an identity (UTF-8 text) could collide with the progress key")

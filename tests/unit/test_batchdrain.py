@@ -105,8 +105,135 @@ def test_a_batch_fetched_before_a_rebalance_is_dropped_not_acked():
     assert c._read_offset[TP(topic, 0)] == 9  # offsets 10 and 11 will be read again
 
 
+def test_a_dropped_batch_is_sought_back_so_its_offsets_are_never_skipped(monkeypatch):
+    """The client's fetch position is already past a dropped batch: without a seek
+    the next round returns later offsets and Faust's gap tracking would commit past
+    the batch. Partitions still owned are sought back to the batch's first offset
+    (or the committed offset, if another worker already went further); revoked
+    ones are left to their new owner."""
+    app, c, topic = _consumer()
+    owned, revoked, ahead = TP(topic, 0), TP(topic, 1), TP(topic, 2)
+    monkeypatch.setattr(c, "assignment", lambda: {owned, ahead})
+    sought = []
+
+    async def _seek(tp, offset):
+        sought.append((tp, offset))
+
+    monkeypatch.setattr(c, "_seek", _seek)
+    c._committed_offset[ahead] = 40
+    for tp, o in ((owned, 12), (revoked, 3), (ahead, 31)):
+        c._read_offset[tp] = o
+    batch = _msgs(topic, 0, [10, 11, 12]) + _msgs(topic, 1, [3]) + _msgs(topic, 2, [30, 31])
+    called = []
+
+    async def handler(msgs):
+        called.append(msgs)
+
+    asyncio.run(c._run_batch(handler, batch, app.consumer_generation_id - 1))
+    assert not called and not any(m.acked for m in batch)
+    assert sorted(sought) == sorted([(owned, 10), (ahead, 40)])
+    assert c._read_offset[owned] == 10 and c._read_offset[ahead] == 40
+    assert c._read_offset[revoked] == 2
+    assert c.ueba_dropped_batches == 1
+    # the next round's first message of the owned partition is offset 10 again: no gap is recorded
+    assert not c._gap.get(owned)
+
+
 def test_acks_below_the_committed_offset_are_ignored():
     app, c, topic = _consumer()
     c._committed_offset[TP(topic, 0)] = 8
     c.ack_all(_msgs(topic, 0, [6, 7, 8, 9]))
     assert list(c._acked[TP(topic, 0)]) == [8, 9] and c._n_acked == 2
+
+
+def _seeking(monkeypatch, c, owned):
+    monkeypatch.setattr(c, "assignment", lambda: set(owned))
+    sought = []
+
+    async def _seek(tp, offset):
+        sought.append((tp, offset))
+
+    monkeypatch.setattr(c, "_seek", _seek)
+    return sought
+
+
+def test_a_partition_positioned_past_its_written_state_is_sought_back_before_anything_is_handled(monkeypatch):
+    """After an assignment, a partition's first batch must start where the handler's
+    written state says it left off: one positioned later would skip events."""
+    app, c, topic = _consumer()
+    ok, late = TP(topic, 0), TP(topic, 1)
+    sought = _seeking(monkeypatch, c, {ok, late})
+    state_next = {0: 10, 1: 376}  # what the handler's table says each partition continues at
+    handled = []
+
+    async def handler(msgs):
+        handled.extend(msgs)
+
+    def resume_at(m):
+        return state_next[m.partition]
+
+    batch = _msgs(topic, 0, [8, 9, 10, 11]) + _msgs(topic, 1, [498, 499])
+    asyncio.run(c._run_batch(handler, batch, app.consumer_generation_id, resume_at))
+    # partition 0 starts at or before its state's offset (redelivery: the state's
+    # last-offset guard applies it once); partition 1 skipped 376-497: not handled, sought back
+    assert [(m.partition, m.offset) for m in handled] == [(0, 8), (0, 9), (0, 10), (0, 11)]
+    assert sought == [(late, 376)] and c.ueba_rewinds == 1
+    assert not any(m.acked or m in c._unacked_messages for m in batch[4:])
+    # read again from 376: handled, and not checked again until the next assignment
+    again = _msgs(topic, 1, [376, 377])
+    asyncio.run(c._run_batch(handler, again, app.consumer_generation_id, resume_at))
+    assert handled[-2:] == again and sought == [(late, 376)]
+    later = _msgs(topic, 1, [900])
+    asyncio.run(c._run_batch(handler, later, app.consumer_generation_id, resume_at))
+    assert handled[-1] is later[0]
+    # a new assignment checks every partition again
+    c._checked.clear()  # what on_partitions_assigned does first
+    asyncio.run(c._run_batch(handler, _msgs(topic, 1, [950]), app.consumer_generation_id, resume_at))
+    assert sought[-1] == (late, 376) and len(sought) == 2
+
+
+def test_a_partition_whose_missing_offsets_no_longer_exist_is_accepted_after_one_seek(monkeypatch):
+    """Retention deleted the offsets the state expects (or they are transaction
+    markers): sought back once, the log still starts later, so processing goes on."""
+    app, c, topic = _consumer()
+    tp = TP(topic, 0)
+    sought = _seeking(monkeypatch, c, {tp})
+    handled = []
+
+    async def handler(msgs):
+        handled.extend(msgs)
+
+    batch = _msgs(topic, 0, [5000, 5001])
+    asyncio.run(c._run_batch(handler, batch, app.consumer_generation_id, lambda m: 100))
+    assert not handled and sought == [(tp, 100)]
+    asyncio.run(c._run_batch(handler, _msgs(topic, 0, [5000, 5001]), app.consumer_generation_id, lambda m: 100))
+    assert [m.offset for m in handled] == [5000, 5001] and sought == [(tp, 100)]
+
+
+def test_no_written_state_or_a_failing_lookup_never_blocks_a_partition(monkeypatch):
+    app, c, topic = _consumer()
+    sought = _seeking(monkeypatch, c, {TP(topic, 0), TP(topic, 1)})
+    handled = []
+
+    async def handler(msgs):
+        handled.extend(msgs)
+
+    def resume_at(m):
+        if m.partition == 1:
+            raise RuntimeError("store closed")
+        return None
+
+    batch = _msgs(topic, 0, [40]) + _msgs(topic, 1, [7])
+    asyncio.run(c._run_batch(handler, batch, app.consumer_generation_id, resume_at))
+    assert handled == batch and not sought
+
+
+def test_a_gap_in_a_scored_topic_is_read_again_once_then_accepted(monkeypatch):
+    app, c, topic = _consumer()
+    tp = TP(topic, 0)
+    sought = _seeking(monkeypatch, c, {tp})
+    assert asyncio.run(c._rewind(tp, 11, 20, "the fetch skipped them")) is True
+    assert sought == [(tp, 11)] and c._read_offset[tp] == 11
+    # the log really has nothing between 11 and 19 (e.g. transaction markers): accepted
+    assert asyncio.run(c._rewind(tp, 11, 20, "the fetch skipped them")) is False
+    assert sought == [(tp, 11)]
