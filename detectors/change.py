@@ -422,7 +422,7 @@ class TelemetryChangeDetector(CoreDetector):
         lat_ok = lat is not None and n[_LAT] >= warm
         conf_ok = conf is not None and n[_CONF] >= warm
         if lat_ok or conf_ok:
-            # two-sided CUSUM steps (_step, inlined)
+            # two-sided CUSUM step per channel (Cusum.step above, inlined)
             zc = p.z_clip
             shift = p.shift
             half = 0.5 * shift * shift
@@ -472,30 +472,6 @@ class TelemetryChangeDetector(CoreDetector):
             s = 0.0 if s < 0.0 else (p.cap if s > p.cap else s)
             out.append((_ERR, k / trials, s, 0.0, math.exp(-s), llr > 0))
         return out
-
-    def _step(self, c: int, v: float, floor: float) -> tuple[int, float, float, float, float, bool]:
-        """One two-sided CUSUM step of channel ``c`` (Cusum.step, inlined)."""
-        p = self.params
-        zc = p.z_clip
-        z = (v - self.mean[c]) / math.sqrt(self.var[c] + floor * floor)
-        if z > zc:
-            z = zc
-        elif z < -zc:
-            z = -zc
-        shift = p.shift
-        half = 0.5 * shift * shift
-        cap = p.cap
-        hi = self.hi[c] + shift * z - half
-        hi = 0.0 if hi < 0.0 else (cap if hi > cap else hi)
-        lo = self.lo[c] - shift * z - half
-        lo = 0.0 if lo < 0.0 else (cap if lo > cap else lo)
-        if hi >= lo:
-            pv = 2.0 * math.exp(-hi)
-            pushes = z > 0
-        else:
-            pv = 2.0 * math.exp(-lo)
-            pushes = z < 0
-        return c, v, hi, lo, (pv if pv < 1.0 else 1.0), pushes
 
     # --- the streaming protocol ------------------------------------------------
 

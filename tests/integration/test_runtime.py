@@ -4,11 +4,12 @@ workers produce the same alerts as one."""
 from __future__ import annotations
 
 import random
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import pytest
 
 from streams.app import rules_for, scorer_factory_for
 from streams.feed import produce_files
@@ -163,38 +164,56 @@ def _produce_paced(settings: Settings, path: Path, seconds: float) -> None:
 # ....access[0] were not processed (the fetch skipped them): reading them again",
 # and that run's alerts equal replay's. On failure these tests print each worker's
 # group, drop and rewind events.
-def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(settings: Settings, tmp_path):
-    """Rebalances while events flow: a batch in progress is finished and acked before
-    its partitions move; one fetched but not started is dropped unacked and read
-    again by the new owner. Either way the alerts equal replay's, counts included."""
-    import threading
+@dataclass
+class _HandOver:
+    """Two workers' settings, the labelled events paced into the access topic by
+    ``feeder`` once started, and what replay says the alerts must be."""
 
+    first: Settings
+    second: Settings
+    feeder: threading.Thread
+    expected: dict[str, dict]
+    n_msgs: int
+
+    def check(self, msgs: list, *logs: str) -> None:
+        got = stream_alerts(msgs)
+        assert _comparable(got) == _comparable(self.expected), _difference(got, self.expected) + "\n" + _group_events(*logs)
+
+
+def _hand_over(settings: Settings, tmp_path: Path, feed_seconds: float) -> _HandOver:
     settings = with_rules(settings)
     ensure_topics(settings)
     src = tmp_path / "events.jsonl"
     write_events(src, n_per_user=150)
     expected, n_msgs = replay_alerts(settings, src)
-    feeder = threading.Thread(target=_produce_paced, args=(settings, src, 45.0), daemon=True)
+    feeder = threading.Thread(target=_produce_paced, args=(settings, src, feed_seconds), daemon=True)
     other = settings.worker.model_copy(update={"web_port": settings.worker.web_port + 1, "data_dir": tmp_path / "w2"})
-    s2 = settings.model_copy(update={"worker": other})
-    with worker(settings, tmp_path, name="a") as a:
+    return _HandOver(settings, settings.model_copy(update={"worker": other}), feeder, expected, n_msgs)
+
+
+def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(settings: Settings, tmp_path):
+    """Rebalances while events flow: a batch in progress is finished and acked before
+    its partitions move; one fetched but not started is dropped unacked and read
+    again by the new owner. Either way the alerts equal replay's, counts included."""
+    h = _hand_over(settings, tmp_path, 45.0)
+    with worker(h.first, tmp_path, name="a") as a:
         # a must be consuming before the clock starts (a loaded machine can take 15 s to start it)
         _wait_for(lambda: "Worker ready" in a.log(), 90, "worker a ready")
-        feeder.start()
+        h.feeder.start()
         time.sleep(5)
-        with worker(s2, tmp_path, name="b") as b:
+        with worker(h.second, tmp_path, name="b") as b:
             # a leaves as soon as b asks to join: a's stop overlaps b's join rebalance
             _wait_for(lambda: "(Re-)joining group" in b.log(), 90, "worker b joining")
             time.sleep(1)
             assert a.stop() == 0  # a leaves gracefully: its partitions move to b
-            feeder.join(60)
-            msgs = consume(settings, settings.topics.alerts, n_msgs, timeout=120, drain=8)
+            h.feeder.join(60)
+            msgs = consume(h.first, h.first.topics.alerts, h.n_msgs, timeout=120, drain=8)
             assert b.alive()
             logs_a, logs_b = a.log(), b.log()
-    got = stream_alerts(msgs)
-    assert _comparable(got) == _comparable(expected), _difference(got, expected) + "\n" + _group_events(logs_a, logs_b)
+    h.check(msgs, logs_a, logs_b)
     # both took part, and b saw a's partitions come to it
-    assert settings.topics.access in logs_a and logs_b.count(settings.topics.access) >= 2
+    access = h.first.topics.access
+    assert access in logs_a and logs_b.count(access) >= 2
 
 
 def test_a_worker_taking_over_from_one_that_left_scores_every_event(settings: Settings, tmp_path):
@@ -202,26 +221,16 @@ def test_a_worker_taking_over_from_one_that_left_scores_every_event(settings: Se
     the second starts from nothing but the changelogs and the committed offsets, and
     must score every event the first did not (the hand-over in which a partition was
     once positioned at the log end, skipping events; see the note above)."""
-    import threading
-
-    settings = with_rules(settings)
-    ensure_topics(settings)
-    src = tmp_path / "events.jsonl"
-    write_events(src, n_per_user=150)
-    expected, n_msgs = replay_alerts(settings, src)
-    feeder = threading.Thread(target=_produce_paced, args=(settings, src, 24.0), daemon=True)
-    other = settings.worker.model_copy(update={"web_port": settings.worker.web_port + 1, "data_dir": tmp_path / "w2"})
-    s2 = settings.model_copy(update={"worker": other})
-    with worker(settings, tmp_path, name="a") as a:
-        feeder.start()
+    h = _hand_over(settings, tmp_path, 24.0)
+    with worker(h.first, tmp_path, name="a") as a:
+        h.feeder.start()
         _wait_for(lambda: "Worker ready" in a.log(), 90, "worker a ready")
         time.sleep(1.5)
-        with worker(s2, tmp_path, name="b") as b:
+        with worker(h.second, tmp_path, name="b") as b:
             assert a.stop() == 0  # gone before b joins
-            feeder.join(60)
-            msgs = consume(settings, settings.topics.alerts, n_msgs, timeout=120, drain=8)
+            h.feeder.join(60)
+            msgs = consume(h.first, h.first.topics.alerts, h.n_msgs, timeout=120, drain=8)
             assert b.alive()
             logs_a, logs_b = a.log(), b.log()
-    got = stream_alerts(msgs)
-    assert _comparable(got) == _comparable(expected), _difference(got, expected) + "\n" + _group_events(logs_a, logs_b)
+    h.check(msgs, logs_a, logs_b)
     assert logs_b.count("Joined group") >= 1 and "Signal received" in logs_a
