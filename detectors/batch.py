@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .calibration import z_tail_score_array
-from .exfiltration import INBOUND_ACTIONS, TRANSFER_FIELDS, ExfiltrationDetector, ExfiltrationParams
+from .exfiltration import TRANSFER_FIELDS, UNSCORED_ACTIONS, ExfiltrationDetector, ExfiltrationParams
 from .usage import ApiUsageDetector, ApiUsageParams
 
 __all__ = ["ExfiltrationBatch", "ApiUsageBatch"]
@@ -249,7 +249,7 @@ class ExfiltrationBatch(_VolumeBatch):
         order, ent, ts, names = self._prepare(X)
         ok = np.ones(len(X), dtype=bool)
         if "event.action" in X:
-            ok &= ~X["event.action"].isin(INBOUND_ACTIONS).to_numpy()[order]
+            ok &= ~X["event.action"].isin(UNSCORED_ACTIONS).to_numpy()[order]
         if "event.outcome" in X:
             ok &= (X["event.outcome"] != "failure").to_numpy()[order]
         best = np.zeros(len(X))

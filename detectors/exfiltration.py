@@ -29,7 +29,7 @@ from .baseline import BaselineParams, CoreDetector, WindowedVolume, fmt_amount, 
 from .calibration import normal_surprise
 from .peers import PeerGroup
 
-__all__ = ["ExfiltrationParams", "ExfiltrationDetector", "TRANSFER_FIELDS", "INBOUND_ACTIONS"]
+__all__ = ["ExfiltrationParams", "ExfiltrationDetector", "TRANSFER_FIELDS", "INBOUND_ACTIONS", "LISTING_ACTIONS", "UNSCORED_ACTIONS"]
 
 #: The amounts scored, in this order (index = feature id in the state).
 TRANSFER_FIELDS: tuple[str, ...] = ("ueba.transfer.bytes", "ueba.transfer.rows", "ueba.transfer.objects")
@@ -38,6 +38,13 @@ _KEYS = tuple("exfiltration." + f.rsplit(".", 1)[1] for f in TRANSFER_FIELDS)
 
 #: Actions that bring data *in*; their transfer amounts are not exfiltration.
 INBOUND_ACTIONS = frozenset({"write", "upload", "put", "create", "delete", "login", "logout"})
+#: Actions that return names and metadata, not the data: a listing's object count is
+#: how many names came back (a nightly job lists thousands while moving kilobytes).
+#: Enumeration is discovery (ATT&CK T1619), not exfiltration; it is neither scored
+#: nor learned here.
+LISTING_ACTIONS = frozenset({"list", "describe", "head", "stat"})
+#: Actions whose transfer amounts this detector neither scores nor learns.
+UNSCORED_ACTIONS = INBOUND_ACTIONS | LISTING_ACTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +102,7 @@ class ExfiltrationDetector(CoreDetector):
 
     def _assess(self, x: dict[str, Any], ts: float, peers: PeerGroup | None) -> tuple[float, float, Any]:
         act = x.get("event.action")
-        if (type(act) is str and act in INBOUND_ACTIONS) or x.get("event.outcome") == "failure":
+        if (type(act) is str and act in UNSCORED_ACTIONS) or x.get("event.outcome") == "failure":
             return 0.0, 0.0, None
         prm = self.params
         best = 0.0

@@ -137,6 +137,23 @@ def test_exfiltration_ignores_uploads_and_failures():
     assert det.score_one(dl(5e10, **{"event.outcome": "failure"}), t).score == 0.0
 
 
+def test_exfiltration_neither_scores_nor_learns_listings():
+    """A listing returns names, not data: a nightly job listing 1,600 objects (its
+    baseline ~1.5 objects per hour) is enumeration, not exfiltration, and must not
+    teach the baseline that thousands of objects are usual either."""
+    det = ExfiltrationDetector()
+    t = _warm_exfil(det, flat={"ueba.transfer.objects": 1})
+    t = MONDAY + 20 * D + 10 * H
+    listing = dl(4e5, **{"event.action": "list", "ueba.transfer.objects": 1600})
+    assert det.score_one(listing, t).score == 0.0
+    objects_before = det.vols[2].base.mean
+    for k in range(20):
+        det.learn_one(listing, t + k * H)
+    assert det.vols[2].base.mean == objects_before
+    # the same amount actually read is still judged
+    assert det.score_one(dl(4e5, **{"event.action": "read", "ueba.transfer.objects": 1600}), t + 21 * H).score > 99.0
+
+
 def test_cold_start_falls_back_to_peers_and_reports_them():
     peers = PeerBaselines()
     flat = {"ueba.identity.peer_group": "ml-research"}
