@@ -152,6 +152,24 @@ def create_app(
     caches: list[Any] = []
     progresses: list[_Progress] = []
 
+    def register(topic: Any, handle: Callable[[list[Any]], Any], flush_state: Callable[[Any], Any], reader: _TableReader,
+                 write: Callable[[bytes, bytes, Any], None]) -> None:
+        """Hand ``topic``'s batches to ``handle``; at each settle write its cached
+        state (``flush_state(write)``) and then, per partition, the next offset
+        after it (what a partition's position is checked against, see _Progress)."""
+        progress = _Progress(reader, write)
+        progresses.append(progress)
+
+        async def handler(batch: list[Any]) -> None:
+            await handle(batch)
+            progress.handled(batch)
+
+        def flush() -> None:
+            flush_state(write)
+            progress.flush()
+
+        batchdrain.register(app, topic, handler, flush=flush, resume_at=progress.resume_at)
+
     def make_handler(kind: str, topic_name: str) -> None:
         topic = app.topic(topic_name, schema=schema(), partitions=t.partitions, internal=False)
         table = app.Table(f"state-{kind}", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
@@ -174,7 +192,6 @@ def create_app(
         parse_kind = "access" if kind == "source" else kind
         reader = _TableReader(app, table)
         write = _table_writer(app, table)
-        progress = _Progress(reader, write)
 
         async def score(batch: list[Any]) -> None:
             # One fetched batch of this topic: state is read through the decoded-state
@@ -214,24 +231,16 @@ def create_app(
             # Outputs acknowledged by Kafka; the state follows at the consumer's next
             # settle (processor.flush), and only then are the offsets acked.
             await _deliver_batch(app, sends, dead, dead_letter)
-            progress.handled(batch)
             events_counter.inc(len(batch))
             METRICS.last_progress.set(_observe_live(processing, stamps))
 
-        def flush() -> None:
-            processor.flush(write)
-            progress.flush()
-
-        batchdrain.register(app, topic, score, flush=flush, resume_at=progress.resume_at)
-        progresses.append(progress)
+        register(topic, score, processor.flush, reader, write)
 
     entities = app.Table("entities", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
     alert_processor = AlertProcessor(policy, cache_keys=cache_keys)
     caches.append(alert_processor.cache)
     entity_reader = _TableReader(app, entities)
     write_entities = _table_writer(app, entities)
-    entity_progress = _Progress(entity_reader, write_entities)
-    progresses.append(entity_progress)
 
     async def decide(batch: list[Any]) -> None:
         """Policy, suppression and entity risk, keyed by entity (batched like the scorers)."""
@@ -256,14 +265,9 @@ def create_app(
                 sends.append((risk_topic, message.key, outcome.risk_change.to_json(), None))
         entity_reader.message = None
         await _deliver_batch(app, sends, dead, dead_letter)
-        entity_progress.handled(batch)
         METRICS.last_progress.set(_observe_live(METRICS.latency, arrivals))
 
-    def flush_entities() -> None:
-        alert_processor.flush(write_entities)
-        entity_progress.flush()
-
-    batchdrain.register(app, candidates_topic, decide, flush=flush_entities, resume_at=entity_progress.resume_at)
+    register(candidates_topic, decide, alert_processor.flush, entity_reader, write_entities)
 
     @app.on_partitions_revoked.connect
     async def _forget_cached_state(sender: Any, revoked: Any, **kwargs: Any) -> None:

@@ -117,8 +117,10 @@ class BatchingConsumer(_aiokafka.Consumer):
         #: last assignment, and the offset each partition was last sought back to
         self._checked: set[Any] = set()
         self._rewound: dict[Any, int] = {}
-        #: offsets the fetch skipped and that were then read again (counter, for tests and metrics)
+        #: partitions sought back because offsets were skipped, and batches dropped
+        #: across a rebalance (counters, for tests and metrics)
         self.ueba_rewinds = 0
+        self.ueba_dropped_batches = 0
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         """Before Faust lets go of anything (it first forgets the revoked partitions'
@@ -234,26 +236,39 @@ class BatchingConsumer(_aiokafka.Consumer):
             return False
         log.warning("offsets %d-%d of %s[%d] were not processed (%s): reading them again",
                     expected, found - 1, tp.topic, tp.partition, why)
-        try:
-            await self.seek(tp, expected)
-        except Exception as exc:  # revoked meanwhile: its new owner checks it
-            log.info("could not rewind %s[%s] to %s (%s)", tp.topic, tp.partition, expected, exc)
+        if not await self._seek_back(tp, expected):
             return False
         self._rewound[tp] = expected
         self.ueba_rewinds += 1
         return True
+
+    async def _seek_back(self, tp: Any, offset: int) -> bool:
+        """Seek ``tp`` to ``offset``; False if it cannot be (revoked meanwhile: its
+        new owner, or the rebalance's seek to the committed offset, takes over)."""
+        try:
+            await self.seek(tp, offset)
+        except Exception as exc:
+            log.info("could not seek %s[%s] back to %s (%s)", tp.topic, tp.partition, offset, exc)
+            return False
+        return True
+
+    @staticmethod
+    def _firsts(batch: list[Any], skip: set[Any] | frozenset[Any] = frozenset()) -> dict[Any, Any]:
+        """Each partition's first (lowest-offset) message in ``batch``, but for those in ``skip``."""
+        firsts: dict[Any, Any] = {}
+        for m in batch:
+            if m.tp not in skip and m.tp not in firsts:
+                firsts[m.tp] = m
+        return firsts
 
     async def _verify_positions(self, batch: list[Any], resume_at: ResumeAt) -> list[Any]:
         """The first batch of a partition after an assignment must start where the
         handler's persisted state says it left off. Faust and the client position a
         partition at its committed offset, which never runs ahead of the written
         state; a partition positioned *later* than the state's next offset would
-        silently skip events (it happened once in a hand-over between two workers,
-        cause not found), so it is sought back to that offset instead."""
-        firsts: dict[Any, Any] = {}
-        for m in batch:
-            if m.tp not in self._checked and m.tp not in firsts:
-                firsts[m.tp] = m
+        silently skip events (a fetch drained before Faust's post-recovery seek did
+        so in a hand-over between two workers), so it is sought back instead."""
+        firsts = self._firsts(batch, self._checked)
         if not firsts:
             return batch
         skip: set[Any] = set()
@@ -335,13 +350,9 @@ class BatchingConsumer(_aiokafka.Consumer):
         followed by no seek at all. So each partition this worker still owns
         is sought back to the batch's first offset (or the committed offset if
         that is later: another worker already did those)."""
-        first: dict[Any, int] = {}
-        for m in batch:
-            o = first.get(m.tp)
-            if o is None or m.offset < o:
-                first[m.tp] = m.offset
+        first = {tp: m.offset for tp, m in self._firsts(batch).items()}
         self._forget_read_offsets(batch)
-        self.ueba_dropped_batches = getattr(self, "ueba_dropped_batches", 0) + 1
+        self.ueba_dropped_batches += 1
         log.info("batch of %d message(s) dropped unprocessed (%s); reading %s again", len(batch), why,
                  ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in sorted(first.items())))
         if self.should_stop:
@@ -354,11 +365,7 @@ class BatchingConsumer(_aiokafka.Consumer):
             if tp not in assigned:
                 continue  # revoked: its new owner starts at the committed offset
             committed = self._committed_offset.get(tp)
-            target = max(offset, committed) if committed is not None else offset
-            try:
-                await self.seek(tp, target)
-            except Exception as exc:  # revoked meanwhile: the rebalance seeks it
-                log.info("could not rewind %s[%s] to %s (%s); the rebalance will seek it", tp.topic, tp.partition, target, exc)
+            await self._seek_back(tp, max(offset, committed) if committed is not None else offset)
 
     def _forget_read_offsets(self, batch: Iterable[Any]) -> None:
         read = self._read_offset
