@@ -9,6 +9,7 @@ identity; the alerts topic by entity.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -90,7 +91,33 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
                     result[name] = "exists"
                 else:
                     raise KafkaSetupError(f"cannot create topic {name}: {err}") from None
+        _wait_until_led(adm, {n: want[n] for n, r in result.items() if r == "created"}, timeout)
     return result
+
+
+def _wait_until_led(adm: AdminClient, topics: dict[str, int], timeout: float) -> None:
+    """Wait until the metadata the broker serves shows every partition of the
+    new ``topics`` with a leader. A creation is acknowledged by the controller
+    before every broker's metadata has it; a client subscribing at once would
+    log "Subscribed topic not available" and retry."""
+    deadline = time.monotonic() + timeout
+    pending = dict(topics)
+    while pending:
+        try:
+            md = adm.list_topics(timeout=max(0.1, deadline - time.monotonic()))
+        except KafkaException:
+            md = None
+        if md is not None:
+            for name in list(pending):
+                tm = md.topics.get(name)
+                if (tm is not None and tm.error is None and len(tm.partitions) == pending[name]
+                        and all(p.leader >= 0 for p in tm.partitions.values())):
+                    del pending[name]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise KafkaSetupError(f"topics created but not yet served after {timeout:.0f} s: {sorted(pending)}")
+        time.sleep(0.1)
 
 
 @dataclass(slots=True)

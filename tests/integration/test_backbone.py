@@ -34,6 +34,12 @@ def access_event(i: int, resource: str, user: str = "alice") -> bytes:
 def test_topics_are_created_with_fixed_partitions_and_mismatch_is_refused(settings: Settings):
     first = ensure_topics(settings)
     assert set(first.values()) == {"created"} and len(first) == 8
+    # served with a leader for every partition as soon as it returns (a consumer
+    # subscribing next must not see "Subscribed topic not available")
+    served = AdminClient(settings.kafka.confluent_config()).list_topics(timeout=10)
+    for name in first:
+        assert served.topics[name].error is None
+        assert all(p.leader >= 0 for p in served.topics[name].partitions.values())
     again = ensure_topics(settings)
     assert set(again.values()) == {"exists"}
     md = AdminClient(settings.kafka.confluent_config()).list_topics(timeout=10)
