@@ -1299,8 +1299,21 @@ def _load_correlation(ctx: _Ctx, f: str, doc: LineDict) -> CorrelationRule | Non
         threshold=threshold,
         value_field=vfield,
         aliases=aliases,
-        generate=bool(c.get("generate", False)),
+        generate=_generate_flag(ctx, f, doc, c, rid),
     )
+
+
+def _generate_flag(ctx: _Ctx, f: str, doc: LineDict, c: LineDict, rid: str) -> bool:
+    """Sigma's ``generate``: the specification's text and pySigma read it inside
+    ``correlation:``, the specification's JSON schema at the top level. Both
+    are accepted (pySigma and the schema check each is a boolean); if both are
+    set they must agree."""
+    inner, outer = c.get("generate"), doc.get("generate")
+    if inner is not None and outer is not None and inner != outer:
+        ctx.err(f, doc.line_of("generate"), "generate is set both at the top level and inside correlation, "
+                "with different values", rid)
+        return False
+    return (inner if inner is not None else outer) is True
 
 
 __all__ = [

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from rules import CorrelationEngine, RuleSet
+from rules import CorrelationEngine, RuleLoadError, RuleSet
 
 from rules_helpers import rule_doc, write_rules
 
@@ -176,6 +178,35 @@ def test_referenced_rules_do_not_alert_unless_generate(tmp_path):
     assert [h.alert for h in rs.match("access", ev("a"), T0)] == [False]
     assert [h.alert for h in rs.match("access", ev("b"), T0)] == [True]
     assert [h.alert for h in rs.match("access", ev("c"), T0)] == [True]
+
+
+def test_generate_is_read_inside_correlation_or_at_the_top_level(tmp_path):
+    # pySigma and the specification's text read it inside correlation:, its JSON schema at the top level
+    top = corr("c2", type="event_count", rules=["rule_b"], **{"group-by": ["user.name"]},
+               timespan="5m", condition={"gte": 2})
+    top["generate"] = True
+    rs = load(tmp_path, corr("c1", type="event_count", rules=["rule_a"], **{"group-by": ["user.name"]},
+                             timespan="5m", condition={"gte": 2}), top)
+    assert [h.alert for h in rs.match("access", ev("a"), T0)] == [False]
+    assert [h.alert for h in rs.match("access", ev("b"), T0)] == [True]
+
+
+@pytest.mark.parametrize("inner, outer, message", [
+    (True, False, "different values"),
+    ("yes", None, "generate definition must be a boolean"),   # pySigma's check
+    (None, 1, "generate.*(true or false|boolean)"),
+])
+def test_generate_must_be_one_boolean(tmp_path, inner, outer, message):
+    c = {"type": "event_count", "rules": ["rule_a"], "group-by": ["user.name"], "timespan": "5m",
+         "condition": {"gte": 2}}
+    if inner is not None:
+        c["generate"] = inner
+    doc = corr("c1", **c)
+    if outer is not None:
+        doc["generate"] = outer
+    with pytest.raises(RuleLoadError) as exc:
+        load(tmp_path, doc)
+    assert re.search(message, exc.value.diagnostics()), exc.value.diagnostics()
 
 
 def test_groups_are_bounded_lru(tmp_path):
