@@ -67,6 +67,8 @@ DEFAULT_GRACE_S = 3600.0
 #: Targets the report is checked against (reported, not asserted).
 TARGET_FALSE_PER_1000_IDENTITY_DAYS = 1.0
 TARGET_MEDIAN_TTD_S = 300.0
+#: False alerts listed per noisy detector or rule in the report (the highest scored).
+NOISE_EXAMPLES = 5
 
 _DAY_S = 86400
 
@@ -206,6 +208,8 @@ class _AlertTally:
     name: str
     first_score: float
     techniques: set[str]
+    #: the first version: when, on whom, why (false alerts are listed with it)
+    example: dict[str, Any] = field(default_factory=dict)
     #: scenario id -> time of the first version matching it
     matched: dict[str, float] = field(default_factory=dict)
 
@@ -234,7 +238,8 @@ class Evaluation:
         t = self.alerts.get(alert.id)
         if t is None:
             t = self.alerts[alert.id] = _AlertTally(
-                source=alert.source, name=_source_name(alert), first_score=float(alert.score), techniques=set()
+                source=alert.source, name=_source_name(alert), first_score=float(alert.score), techniques=set(),
+                example=_example(alert),
             )
         t.techniques.update(alert.techniques)
         # A suppression update is the first alert with its count and last_seen
@@ -284,6 +289,7 @@ class Evaluation:
         names: dict[str, str] = {}
         false_scores: dict[str, list[float]] = {}
         true_scores: dict[str, list[float]] = {}
+        false_examples: dict[str, list[dict[str, Any]]] = {}
         for t in self.alerts.values():
             names.setdefault(t.source, t.name)
             if t.matched:
@@ -292,6 +298,7 @@ class Evaluation:
             else:
                 false_by_source[t.source] += 1
                 false_scores.setdefault(t.source, []).append(t.first_score)
+                false_examples.setdefault(t.source, []).append(t.example)
         n_alerts = len(self.alerts)
         n_false = sum(false_by_source.values())
         n_matched = n_alerts - n_false
@@ -321,10 +328,24 @@ class Evaluation:
                 false_score_median=round(statistics.median(false_scores[s]), 2),
                 false_score_max=round(max(false_scores[s]), 2),
                 matched_score_min=round(min(true_scores[s]), 2) if s in true_scores else None,
+                examples=sorted(false_examples[s], key=lambda e: (-e["score"], e["ts"]))[:NOISE_EXAMPLES],
             )
             for s, n in sorted(false_by_source.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
         return Report(run=dict(run or {}), scenarios=rows, totals=totals, noisy=noisy)
+
+
+def _example(alert: Alert) -> dict[str, Any]:
+    """What an analyst tuning a detector needs to find one alert again and see why it fired."""
+    ex = alert.explanation or {}
+    return {
+        "alert_id": alert.id,
+        "ts": alert.ts,
+        "@timestamp": datetime.fromtimestamp(alert.ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "entity": f"{alert.entity_type}:{alert.entity}",
+        "score": round(float(alert.score), 2),
+        "reason": str(ex.get("reason") or alert.description or alert.title)[:300],
+    }
 
 
 def _source_name(alert: Alert) -> str:
@@ -405,6 +426,8 @@ class NoiseRow:
     false_score_median: float
     false_score_max: float
     matched_score_min: float | None
+    #: the highest-scored false alerts (up to NOISE_EXAMPLES): alert id, time, entity, score, reason
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -416,6 +439,7 @@ class NoiseRow:
             "false_score_median": self.false_score_median,
             "false_score_max": self.false_score_max,
             "matched_score_min": self.matched_score_min,
+            "examples": self.examples,
         }
 
 
@@ -495,6 +519,12 @@ class Report:
             tb.add_row(n.source, n.name, str(n.false_alerts), f"{n.share:.0%}", str(n.matched_alerts),
                        f"{n.false_score_median:g} / {n.false_score_max:g}",
                        "-" if n.matched_score_min is None else f"{n.matched_score_min:g}")
+        if self.noisy and self.noisy[0].examples:
+            from rich.markup import escape
+
+            e = self.noisy[0].examples[0]
+            tb.caption = escape(f"e.g. {e['@timestamp']} {e['entity']} score {e['score']:g}: {e['reason']} "
+                                f"(alert {e['alert_id']}; more in the JSON report)")
         return tb
 
     def _caption(self) -> str:

@@ -86,6 +86,16 @@ def test_false_alerts_precision_recall_and_time_to_detect():
     assert t.precision == 0.5 and t.recall == 0.5 and t.median_time_to_detect_s == 30.0
     assert [(n.source, n.false_alerts) for n in rep.noisy] == [("detector:credential_abuse", 2)]
     assert rep.noisy[0].matched_alerts == 1 and rep.noisy[0].share == 1.0
+    # each false alert is listed once (its first version), so it can be found and tuned
+    ex = rep.noisy[0].examples
+    assert sorted((e["entity"], e["ts"]) for e in ex) == [("user:alice", T0 + 1300), ("user:carol", T0 + 300)]
+    assert all(e["alert_id"] in ev.alerts and e["reason"] and e["@timestamp"].endswith("Z") for e in ex)
+    from rich.console import Console
+
+    con = Console(width=400, record=True)
+    con.print(rep)
+    text = con.export_text()
+    assert "e.g. 2026-01-06T08:05:00.000Z user:carol score 70" in text  # the earliest of the highest scored
     targets = rep.targets()
     assert targets["all_scenarios_detected"]["met"] is False and targets["median_time_to_detect_s"]["met"] is True
 
