@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 from .calibration import z_tail_score_array
-from .exfiltration import TRANSFER_FIELDS, UNSCORED_ACTIONS, ExfiltrationDetector, ExfiltrationParams
+from .exfiltration import _KEYS as EXFIL_KEYS
+from .exfiltration import (BULK_RESOURCE_TYPES, RESOURCE_CLASSES, TRANSFER_FIELDS, UNSCORED_ACTIONS, ExfiltrationDetector,
+                           ExfiltrationParams)
 from .usage import ApiUsageDetector, ApiUsageParams
 
 __all__ = ["ExfiltrationBatch", "ApiUsageBatch"]
@@ -252,12 +254,22 @@ class ExfiltrationBatch(_VolumeBatch):
             ok &= ~X["event.action"].isin(UNSCORED_ACTIONS).to_numpy()[order]
         if "event.outcome" in X:
             ok &= (X["event.outcome"] != "failure").to_numpy()[order]
+        # the resource class of each row (see exfiltration.resource_class): bulk data or untyped 0, else 1
+        cls = np.zeros(len(X), dtype=np.int64)
+        if "ueba.resource.type" in X:
+            rt = X["ueba.resource.type"]
+            cls = (rt.map(lambda t: type(t) is str).to_numpy(dtype=bool)
+                   & ~rt.isin(BULK_RESOURCE_TYPES).to_numpy()).astype(np.int64)[order]
         best = np.zeros(len(X))
-        for i, col in enumerate(TRANSFER_FIELDS):
-            v = _num_col(X, col)[order]
-            mask = ok & ~np.isnan(v)
-            best = np.maximum(best, self._feature(ent, ts, v, mask, i, states, names,
-                                                  "exfiltration." + col.rsplit(".", 1)[1], True))
+        for c in range(len(RESOURCE_CLASSES)):
+            in_c = ok & (cls == c)
+            if not in_c.any():
+                continue
+            for i, col in enumerate(TRANSFER_FIELDS):
+                v = _num_col(X, col)[order]
+                mask = in_c & ~np.isnan(v)
+                slot = 3 * c + i
+                best = np.maximum(best, self._feature(ent, ts, v, mask, slot, states, names, EXFIL_KEYS[slot], True))
         out = np.empty(len(X))
         out[order] = best
         return out

@@ -8,6 +8,13 @@ Two shapes are caught: a *burst* (one hour far above normal) and a *slow
 drip* (days of moderate excess, each unremarkable on its own), see
 :class:`detectors.baseline.WindowedVolume`.
 
+Volumes are baselined per *resource class*: bulk data (datasets, model
+artifacts, buckets, tables...; and events that name no resource type) and
+everything else (secrets, notebooks, endpoints, configurations...). An
+administrator whose hours are a few hundred bytes of secrets and configs is
+not judged by those when reading a dataset: a class the identity has not
+warmed up yet is judged against its peers' volumes of that class.
+
 >>> det = ExfiltrationDetector()
 >>> t0 = 1_700_000_000.0
 >>> for h in range(48):
@@ -29,12 +36,32 @@ from .baseline import BaselineParams, CoreDetector, WindowedVolume, fmt_amount, 
 from .calibration import normal_surprise
 from .peers import PeerGroup
 
-__all__ = ["ExfiltrationParams", "ExfiltrationDetector", "TRANSFER_FIELDS", "INBOUND_ACTIONS", "LISTING_ACTIONS", "UNSCORED_ACTIONS"]
+__all__ = ["ExfiltrationParams", "ExfiltrationDetector", "TRANSFER_FIELDS", "INBOUND_ACTIONS", "LISTING_ACTIONS",
+           "UNSCORED_ACTIONS", "BULK_RESOURCE_TYPES", "RESOURCE_CLASSES", "resource_class"]
 
 #: The amounts scored, in this order (index = feature id in the state).
 TRANSFER_FIELDS: tuple[str, ...] = ("ueba.transfer.bytes", "ueba.transfer.rows", "ueba.transfer.objects")
 _UNITS = ("B", " rows", " objects")
-_KEYS = tuple("exfiltration." + f.rsplit(".", 1)[1] for f in TRANSFER_FIELDS)
+
+#: ``ueba.resource.type`` values whose reads are bulk data; with no type at all
+#: an event is counted here too (the baseline a typeless deployment always had).
+BULK_RESOURCE_TYPES = frozenset({
+    "dataset", "model_artifact", "model", "weights", "checkpoint", "bucket", "object", "file", "table",
+    "database", "volume", "snapshot", "backup", "feature_store",
+})
+#: Resource classes, in slot order: class ``c``, amount ``i`` is volume slot ``3 * c + i``.
+RESOURCE_CLASSES: tuple[str, ...] = ("data", "other")
+_CLASS_TEXT = ("", " of non-bulk resources (secrets, notebooks, endpoints...)")
+#: Peer-baseline keys per slot (class "data" keeps the keys of the single baseline it replaced).
+_KEYS = tuple(
+    "exfiltration." + ("" if c == 0 else RESOURCE_CLASSES[c] + ".") + f.rsplit(".", 1)[1]
+    for c in range(len(RESOURCE_CLASSES)) for f in TRANSFER_FIELDS
+)
+
+
+def resource_class(rtype: Any) -> int:
+    """0 for bulk data (or no type), 1 for any other ``ueba.resource.type``."""
+    return 1 if type(rtype) is str and rtype not in BULK_RESOURCE_TYPES else 0
 
 #: Actions that bring data *in*; their transfer amounts are not exfiltration.
 INBOUND_ACTIONS = frozenset({"write", "upload", "put", "create", "delete", "login", "logout"})
@@ -98,7 +125,8 @@ class ExfiltrationDetector(CoreDetector):
 
     def __init__(self, params: ExfiltrationParams | None = None) -> None:
         super().__init__(params)
-        self.vols: list[WindowedVolume | None] = [None, None, None]
+        #: slot 3 * class + amount (see RESOURCE_CLASSES, TRANSFER_FIELDS)
+        self.vols: list[WindowedVolume | None] = [None] * (3 * len(RESOURCE_CLASSES))
 
     def _assess(self, x: dict[str, Any], ts: float, peers: PeerGroup | None) -> tuple[float, float, Any]:
         act = x.get("event.action")
@@ -110,6 +138,7 @@ class ExfiltrationDetector(CoreDetector):
         info = None
         vols = self.vols
         vals = [None, None, None]
+        o = 3 * resource_class(x.get("ueba.resource.type"))
         for i in range(3):
             v = x.get(TRANSFER_FIELDS[i])
             if v is None:
@@ -118,22 +147,22 @@ class ExfiltrationDetector(CoreDetector):
             if v is None:
                 continue
             vals[i] = v
-            vol = vols[i]
+            vol = vols[o + i]
             if vol is None:
                 # Cold start: nothing of our own yet, the peers may still judge.
                 vol = _EMPTY
             ref = None
             if peers is not None and vol.base.n < prm.warmup:
-                ref = peers.lookup(_KEYS[i], prm.peer_min_n)[0]
+                ref = peers.lookup(_KEYS[o + i], prm.peer_min_n)[0]
             s, z, total = vol.burst_at(v, ts, prm, ref)
             if s > best:
-                best, raw, info = s, z, (i, 0, total, ref is not None)
+                best, raw, info = s, z, (o + i, 0, total, ref is not None)
             # The drip test needs drip_warmup closed days (or one about to close).
             if vol.dbase.n >= prm.drip_warmup - 1 and vol.day >= 0:
                 s, c = vol.drip(v, ts, prm)
                 if s > best:
-                    best, raw, info = s, c, (i, 1, v if int(ts // 86400.0) != vol.day else vol.day_sum + v, False)
-        return best, raw, (vals, info)
+                    best, raw, info = s, c, (o + i, 1, v if int(ts // 86400.0) != vol.day else vol.day_sum + v, False)
+        return best, raw, (vals, info, o)
 
     def _surprise(self, score: float, raw: float, ctx: Any) -> float:
         if ctx is None or ctx[1] is None or score <= 0.0:
@@ -146,25 +175,26 @@ class ExfiltrationDetector(CoreDetector):
     def _learn(self, x: dict[str, Any], ts: float, peers: PeerGroup | None, score: float, ctx: Any) -> None:
         if ctx is None:
             return
-        vals = ctx[0]
+        vals, _info, o = ctx
         prm = self.params
         vols = self.vols
         for i in range(3):
             v = vals[i]
             if v is None:
                 continue
-            vol = vols[i]
+            vol = vols[o + i]
             if vol is None:
-                vol = vols[i] = WindowedVolume(prm.half_life, day=True)
-            vol.add(v, ts, prm, peers, _KEYS[i])
+                vol = vols[o + i] = WindowedVolume(prm.half_life, day=True)
+            vol.add(v, ts, prm, peers, _KEYS[o + i])
 
     def _explain(self, ctx: Any, peers: PeerGroup | None) -> Explanation:
-        i, kind, total, vs_peers = ctx[1]
-        vol = self.vols[i] or _EMPTY
-        unit = _UNITS[i]
+        slot, kind, total, vs_peers = ctx[1]
+        c, i = divmod(slot, 3)
+        vol = self.vols[slot] or _EMPTY
+        unit = _UNITS[i] + _CLASS_TEXT[c]
         base = vol.baseline_dict()
         prm = self.params
-        peer = WindowedVolume.peers_dict(total, peers, _KEYS[i], prm.peer_min_n)
+        peer = WindowedVolume.peers_dict(total, peers, _KEYS[slot], prm.peer_min_n)
         if kind == 0:
             ref = peer if vs_peers and peer else base
             center = ref.get("center") or 0.0
@@ -184,6 +214,7 @@ class ExfiltrationDetector(CoreDetector):
                 f"{fmt_amount(center, unit)} per active day (slow-drip CUSUM)."
             )
             window = "1d"
+        base = {**base, "resource_class": RESOURCE_CLASSES[c]}
         return Explanation(TRANSFER_FIELDS[i], total, base, peer, window, reason)
 
     def _pack(self) -> bytes:
@@ -199,7 +230,9 @@ class ExfiltrationDetector(CoreDetector):
         flags = data[0]
         o = 1
         size = WindowedVolume.SIZE_DAY
-        for i in range(3):
+        # Bits 0-2 are the bulk-data class: a state from before the resource
+        # classes (one baseline, three bits) loads as that class.
+        for i in range(len(self.vols)):
             if flags & (1 << i):
                 self.vols[i] = WindowedVolume.from_bytes(data[o : o + size], self.params.half_life)
                 o += size

@@ -63,6 +63,27 @@ def test_fit_scores_equal_streaming_scores(name, batch_cls, stream_cls):
                 assert mine.cusum == pytest.approx(theirs.cusum, rel=1e-9, abs=1e-12)
 
 
+def test_exfiltration_batch_keeps_the_resource_classes_apart_as_the_stream_does():
+    rows = _two_entities("exfiltration")
+    rng = np.random.default_rng(3)
+    for k, (_t, _e, x) in enumerate(rows):
+        kind = rng.choice(["dataset", "secret", "notebook", "model_artifact", None])
+        if kind is not None:
+            x["ueba.resource.type"] = kind
+            if kind in ("secret", "notebook"):
+                x["ueba.transfer.bytes"] = x.get("ueba.transfer.bytes", 1e6) / 1000.0
+    expected, dets = _streaming(ExfiltrationDetector, rows)
+    b = ExfiltrationBatch().fit(_frame(rows))
+    np.testing.assert_allclose(b.decision_scores_, expected, rtol=0, atol=1e-7)
+    assert (expected > 99).sum() > 10
+    for ent, det in dets.items():
+        assert det.vols[0] is not None and det.vols[3] is not None   # both classes learned
+        for mine, theirs in zip(b.states_[ent].vols, det.vols):
+            assert (mine is None) == (theirs is None)
+            if mine is not None:
+                assert (mine.win, mine.base.n, mine.day) == (theirs.win, theirs.base.n, theirs.day)
+
+
 @pytest.mark.parametrize("name,batch_cls,stream_cls", CASES)
 def test_decision_function_continues_from_fitted_state(name, batch_cls, stream_cls):
     rows = _two_entities(name)

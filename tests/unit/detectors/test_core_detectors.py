@@ -154,6 +154,40 @@ def test_exfiltration_neither_scores_nor_learns_listings():
     assert det.score_one(dl(4e5, **{"event.action": "read", "ueba.transfer.objects": 1600}), t + 21 * H).score > 99.0
 
 
+def test_exfiltration_baselines_bulk_data_and_other_resources_apart():
+    """An administrator whose hours are a few hundred bytes of secrets and configs
+    reads a dataset: judged against the peers' dataset volumes, not against the
+    secrets (week seed 8's false alerts). Secrets read in bulk are still caught
+    against the secrets baseline, and a state from before the classes loads as
+    the bulk-data class."""
+    peers = PeerBaselines()
+    data = {"ueba.identity.peer_group": "ml-research", "ueba.resource.type": "dataset"}
+    for _ in range(4):  # colleagues who read datasets, ~10 MB an hour
+        _warm_exfil(ExfiltrationDetector(), days=5, peers=peers, flat=data)
+    admin = ExfiltrationDetector()
+    secret = {"ueba.identity.peer_group": "ml-research", "ueba.resource.type": "secret"}
+    _warm_exfil(admin, per_hour=500.0, peers=peers, flat=secret)
+    assert admin.vols[0] is None and admin.vols[3].base.n >= 24   # all learned as "other"
+    t = MONDAY + 30 * D + 10 * H
+    read = dl(1.5e7, **data)
+    s = admin.score_one(read, t, peers.view(read))
+    assert s.score < 90                             # 1.5x the peers' usual dataset hour
+    assert admin.score_one(dl(5e10, **data), t, peers.view(read)).score > 99.9   # 5,000x still is
+    # the old single baseline would have judged the dataset read against the secrets
+    mixed = ExfiltrationDetector()
+    _warm_exfil(mixed, per_hour=500.0, flat={"ueba.identity.peer_group": "ml-research"})
+    assert mixed.score_one(dl(2e7, **{"ueba.identity.peer_group": "ml-research"}), t).score > 99.9
+    # secrets in bulk, against the secrets baseline
+    bulk = admin.score_one(dl(5e6, **secret), t, peers.view(read))
+    assert bulk.score > 99.9 and bulk.explanation.baseline["resource_class"] == "other"
+    assert "non-bulk" in bulk.explanation.reason
+    # untyped events are the bulk-data class, and so is a state packed before the classes
+    assert admin.score_one(dl(1.5e7), t, peers.view(read)).score < 90
+    old = bytes([0b001]) + mixed.vols[0].to_bytes()   # the old format: three bits, one baseline
+    loaded = ExfiltrationDetector.from_bytes(old)
+    assert loaded.vols[0].base.n == mixed.vols[0].base.n and loaded.vols[1:] == [None] * 5
+
+
 def test_cold_start_falls_back_to_peers_and_reports_them():
     peers = PeerBaselines()
     flat = {"ueba.identity.peer_group": "ml-research"}
