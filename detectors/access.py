@@ -103,7 +103,6 @@ def _h32(v: Any) -> int:
     return crc32(v.encode() if type(v) is str else str(v).encode())
 
 
-@register
 class UnusualAccessDetector(CoreDetector):
     """Per-identity first-seen resource / rare hour / new country, ASN, user agent
     / impossible travel.
@@ -127,7 +126,7 @@ class UnusualAccessDetector(CoreDetector):
 
     def __init__(self, params: UnusualAccessParams | None = None) -> None:
         super().__init__(params)
-        prm = self.params
+        prm: UnusualAccessParams = self.params
         self.n = 0
         self.res = AgingBloom(prm.bloom_bytes, 3, prm.bloom_capacity)
         self.res_new = 0.0  # protected count of first-seen resources
@@ -143,7 +142,7 @@ class UnusualAccessDetector(CoreDetector):
     # -- scoring -------------------------------------------------------------
 
     def _assess(self, x: dict[str, Any], ts: float, peers: PeerGroup | None) -> tuple[float, float, Any]:
-        prm = self.params
+        prm: UnusualAccessParams = self.params
         warm = self.n >= prm.warmup
         best_p = 1.0
         sig = -1
@@ -212,9 +211,9 @@ class UnusualAccessDetector(CoreDetector):
                 if p < best_p:
                     best_p, sig, raw = p, _UA, p
 
-        lat = x.get("source.geo.location.lat")
+        lat: Any = x.get("source.geo.location.lat")
         if lat is not None and self.lat == self.lat:
-            lon = x.get("source.geo.location.lon")
+            lon: Any = x.get("source.geo.location.lon")
             # The exact same GeoIP point (the usual case) needs no trigonometry.
             if (lat != self.lat or lon != self.lon) and type(lat) in (float, int) and type(lon) in (float, int):
                 dist = haversine_km(self.lat, self.lon, lat, lon)
@@ -233,7 +232,7 @@ class UnusualAccessDetector(CoreDetector):
     # -- learning ------------------------------------------------------------
 
     def _learn(self, x: dict[str, Any], ts: float, peers: PeerGroup | None, score: float, ctx: Any) -> None:
-        prm = self.params
+        prm: UnusualAccessParams = self.params
         w = prm.protect_weight if score >= prm.protect_score else 1.0
         _sig, _raw, rh, ch, ah, uh, res_is_new, _pk, _x, _ts = ctx
         self.n += 1
@@ -274,8 +273,8 @@ class UnusualAccessDetector(CoreDetector):
                     rs.n_obs += 1
                 else:
                     rs.update(h, w)
-        lat = x.get("source.geo.location.lat")
-        lon = x.get("source.geo.location.lon")
+        lat: Any = x.get("source.geo.location.lat")
+        lon: Any = x.get("source.geo.location.lon")
         if type(lat) in (float, int) and type(lon) in (float, int) and ts >= self.geo_ts:
             self.lat, self.lon, self.geo_ts = float(lat), float(lon), ts
 
@@ -283,7 +282,7 @@ class UnusualAccessDetector(CoreDetector):
 
     def _explain(self, ctx: Any, peers: PeerGroup | None) -> Explanation:
         sig, raw, _rh, _ch, _ah, _uh, _new, peer_known, x, ts = ctx
-        prm = self.params
+        prm: UnusualAccessParams = self.params
         pdict: dict[str, Any] | None = None
         if peers is not None:
             pdict = {"group": peers.name}
@@ -293,7 +292,7 @@ class UnusualAccessDetector(CoreDetector):
             rtype = x.get("ueba.resource.type") or "resource"
             own_rate = (self.res_new + 1.0) / (self.res_obs + 2.0)
             base = {"seen": self.res_obs, "novelty_rate": round(own_rate, 4)}
-            if pdict is not None:
+            if peers is not None and pdict is not None:
                 rate, lvl = peers.lookup("access.res_rate", 1)
                 if rate is not None:
                     pdict.update(level=lvl, center=round(rate.mean, 4), spread=round(rate.std, 4), n=rate.n,
@@ -308,7 +307,7 @@ class UnusualAccessDetector(CoreDetector):
         if sig == _HOUR:
             h = int(raw)
             base = {"hour_of_week": h, "share": round(self.hours.get(h), 5), "seen": self.n}
-            if pdict is not None:
+            if peers is not None and pdict is not None:
                 ph = peers.stats.get("access.hours")
                 if ph is not None:
                     pdict["share"] = round(ph.get(h), 5)
@@ -348,10 +347,14 @@ class UnusualAccessDetector(CoreDetector):
         import struct
 
         head, res, hours, cs, asns, uas = unpack_parts(data)
-        prm = self.params
+        prm: UnusualAccessParams = self.params
         self.n, self.res_obs, self.res_new, self.lat, self.lon, self.geo_ts = struct.unpack("<IIdddd", head)
         self.res = AgingBloom.from_bytes(res, 3, prm.bloom_capacity)
         self.hours = HourOfWeekProfile.from_bytes(hours)
         self.countries = RecentSet.from_bytes(cs, prm.set_capacity)
         self.asns = RecentSet.from_bytes(asns, prm.set_capacity)
         self.agents = RecentSet.from_bytes(uas, prm.set_capacity)
+
+
+# mypyc: a class decorator other than @dataclass makes a class non-native.
+register(UnusualAccessDetector)

@@ -45,7 +45,11 @@ batch form; fitted attributes end in ``_``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any
+
+# The Protocols live in a module mypyc does not compile: a compiled Protocol class
+# loses its protocol flag and @runtime_checkable raises TypeError at import.
+from ._protocols import BatchDetector, StreamingDetector  # noqa: F401  (re-exported)
 
 
 @dataclass(slots=True)
@@ -110,28 +114,6 @@ class Finding:
     techniques: tuple[str, ...] = ()
     raw: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class StreamingDetector(Protocol):
-    """Per-entity streaming detector. See the module docstring for the contract."""
-
-    name: ClassVar[str]
-
-    def learn_one(self, x: dict[str, Any], ts: float) -> None: ...
-
-    def score_one(self, x: dict[str, Any], ts: float) -> Score: ...
-
-    def to_bytes(self) -> bytes: ...
-
-
-@runtime_checkable
-class BatchDetector(Protocol):
-    """Batch detector for notebooks: same scores as the streaming path where both exist."""
-
-    def fit(self, X: Any) -> "BatchDetector": ...
-
-    def decision_function(self, X: Any) -> Any: ...
 
 
 #: Every streaming detector class, by ``name``; the contract suite runs on all of them.

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from .base import Explanation, Score
 from .calibration import MAX_SURPRISE, cusum_tail, normal_surprise, surprise_of_score, z_tail_score
@@ -442,8 +442,8 @@ class WindowedVolume:
             v.dbase = EWMeanVar.from_bytes(data[o : o + EWMeanVar.SIZE], half_life)
         return v
 
-    SIZE_DAY = _WV_FMT.size + 2 * EWMeanVar.SIZE
-    SIZE_NODAY = _WV_FMT.size + EWMeanVar.SIZE
+    SIZE_DAY: Final = _WV_FMT.size + 2 * EWMeanVar.SIZE
+    SIZE_NODAY: Final = _WV_FMT.size + EWMeanVar.SIZE
 
 
 def fmt_amount(v: float, unit: str = "") -> str:

@@ -348,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     import timeit
 
     ref = min(timeit.repeat("x += 1", "x = 0", number=1_000_000, repeat=3)) * 1e3
-    print(f"python {sys.version.split()[0]}; {args.events} events per stream; CPU time, best of {args.repeat}")
+    import detectors
+
+    print(f"python {sys.version.split()[0]}; detectors build: {detectors.BUILD} (UEBA_DETECTORS=pure|compiled; "
+          f"make compile); {args.events} events per stream; CPU time, best of {args.repeat}")
     print(f"machine speed reference: {ref:.1f} ns per 'x += 1' (an idle modern x86 core: ~10 ns;"
           " scale the figures below accordingly)\n")
     print("per detector (step = score + protected learn, with a peer store):")

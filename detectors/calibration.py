@@ -93,17 +93,17 @@ def poisson_sf(k: float, lam: float) -> float:
         return 1.0
     if lam <= 0.0:
         return 0.0
-    k = int(math.ceil(k))
-    if k > lam:
-        term = math.exp(k * math.log(lam) - lam - math.lgamma(k + 1.0))
+    ki = int(math.ceil(k))  # mypyc: a float variable cannot be rebound to an int
+    if ki > lam:
+        term = math.exp(ki * math.log(lam) - lam - math.lgamma(ki + 1.0))
         acc = term
-        i = k
+        i = ki
         while term > acc * 1e-16:
             i += 1
             term *= lam / i
             acc += term
         return min(1.0, acc)
-    i = k - 1
+    i = ki - 1
     term = math.exp(i * math.log(lam) - lam - math.lgamma(i + 1.0))
     acc = term
     while i > 0 and term > acc * 1e-16:

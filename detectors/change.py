@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from ._states import _ChangeState  # msgspec Structs stay uncompiled (see _states)
 from ._tails import P_FLOOR, RAW_P_FLOOR, fmt, num, sidak
 from .base import Explanation, Score, register
 from .baseline import CoreDetector
@@ -315,17 +316,6 @@ _LAT, _CONF, _ERR = 0, 1, 2
 _NAMES = ("latency_ms", "confidence", "error_rate")
 
 
-class _ChangeState(msgspec.Struct, array_like=True):
-    version: int
-    n: list[int]
-    mean: list[float]
-    var: list[float]
-    fast: list[float]
-    hi: list[float]
-    lo: list[float]
-    deploys: int
-
-
 def _channels(x: dict[str, Any]) -> tuple[float | None, float | None, tuple[float, float] | None]:
     dur = num(x.get("event.duration"))
     lat = math.log(max(dur, 1.0) / 1e6) if dur is not None and dur >= 0 else None
@@ -356,7 +346,6 @@ def is_deploy(x: dict[str, Any]) -> bool:
     return x.get("event.action") == "model-deploy"
 
 
-@register
 class TelemetryChangeDetector(CoreDetector):
     """Per-model change detection on latency, error rate and confidence.
 
@@ -414,7 +403,7 @@ class TelemetryChangeDetector(CoreDetector):
 
     def _evaluate(self, x: dict[str, Any], chans: tuple | None = None) -> list[tuple[int, float, float, float, float, bool]]:
         """Per testable channel: (channel, value, new hi, new lo, p, pushes the alarm)."""
-        p = self.params
+        p: TelemetryChangeParams = self.params
         out = []
         lat, conf, errs = _channels(x) if chans is None else chans
         n = self.n
@@ -519,7 +508,7 @@ class TelemetryChangeDetector(CoreDetector):
                 -math.log10(p_all if p_all > RAW_P_FLOOR else RAW_P_FLOOR), (chans, ev, i, pc))
 
     def _learn(self, x: dict[str, Any], ts: float, peers: Any, score: float, ctx: Any) -> None:
-        p = self.params
+        p: TelemetryChangeParams = self.params
         if x.get("event.action") == "model-deploy":  # is_deploy
             self.deploys += 1
             self._reset()
@@ -540,8 +529,8 @@ class TelemetryChangeDetector(CoreDetector):
                 self._baseline(c, v, errs)
             else:
                 # _baseline of a warm channel, inlined
-                n = self.n[c] = self.n[c] + 1
-                a = 1.0 / n
+                nc = self.n[c] = self.n[c] + 1
+                a = 1.0 / nc
                 if a < p.alpha:
                     a = p.alpha
                 d = v - self.mean[c]
@@ -562,7 +551,7 @@ class TelemetryChangeDetector(CoreDetector):
         self.fast[c] += self.params.fast_alpha * (v - self.fast[c])
 
     def _baseline(self, c: int, v: float, errs: tuple[float, float] | None) -> None:
-        p = self.params
+        p: TelemetryChangeParams = self.params
         if c == _ERR:
             assert errs is not None
             k, trials = errs
@@ -661,3 +650,7 @@ if __name__ == "__main__":  # pragma: no cover - benchmark figures for the repor
         det.learn_one(x, float(i))
     dt = (time.process_time() - t0) / len(xs) * 1e6
     print(f"{TelemetryChangeDetector.name}: {dt:.1f} µs per learn+score, state {len(det.to_bytes())} bytes")
+
+
+# mypyc: a class decorator other than @dataclass makes a class non-native.
+register(TelemetryChangeDetector)

@@ -116,7 +116,6 @@ class CredentialAbuseParams(BaselineParams):
 _CA_HEAD = struct.Struct("<qddqI")
 
 
-@register
 class CredentialAbuseDetector(CoreDetector):
     """Per-identity failed-login bursts and credential use from many places at once.
 
@@ -136,7 +135,7 @@ class CredentialAbuseDetector(CoreDetector):
 
     def __init__(self, params: CredentialAbuseParams | None = None) -> None:
         super().__init__(params)
-        prm = self.params
+        prm: CredentialAbuseParams = self.params
         self.fwin = -1
         self.fcount = 0.0
         self.fprev = 0.0
@@ -149,7 +148,7 @@ class CredentialAbuseDetector(CoreDetector):
         self.cbase = EWMeanVar(prm.half_life)
 
     def _assess(self, x: dict[str, Any], ts: float, peers: PeerGroup | None) -> tuple[float, float, Any]:
-        prm = self.params
+        prm: CredentialAbuseParams = self.params
         best_p = 1.0
         sig = 0
         raw = 0.0
@@ -180,7 +179,7 @@ class CredentialAbuseDetector(CoreDetector):
         # attempts from many places are the failure signal's business).
         used = x.get("event.outcome") != "failure"
         ip = x.get("source.ip") if used else None
-        ih = None
+        ih: Any = None
         new_ip = False
         if ip:
             ih = crc32(ip.encode() if type(ip) is str else str(ip).encode())
@@ -213,7 +212,7 @@ class CredentialAbuseDetector(CoreDetector):
             chh = crc32(cc.encode() if type(cc) is str else str(cc).encode())
             same = int(ts // prm.ip_window) == self.iwin
             if same and chh not in self.countries.items:
-                k = len(self.countries.items)  # extra countries beyond the first, with this one
+                k = float(len(self.countries.items))  # extra countries beyond the first, with this one
                 lam = _blend(prm.country_prior, prm.prior_weight, self.cbase)
                 p = poisson_sf(k, lam)
                 if p < best_p:
@@ -222,7 +221,7 @@ class CredentialAbuseDetector(CoreDetector):
         return score, raw, (sig, raw, ih, chh, x, login)
 
     def _learn(self, x: dict[str, Any], ts: float, peers: PeerGroup | None, score: float, ctx: Any) -> None:
-        prm = self.params
+        prm: CredentialAbuseParams = self.params
         w = prm.protect_weight if score >= prm.protect_score else 1.0
         _sig, _raw, ih, chh, _x, login = ctx
         if login:
@@ -263,7 +262,7 @@ class CredentialAbuseDetector(CoreDetector):
 
     def _explain(self, ctx: Any, peers: PeerGroup | None) -> Explanation:
         sig, raw, _ih, _chh, x, _login = ctx
-        prm = self.params
+        prm: CredentialAbuseParams = self.params
         pd = {"group": peers.name} if peers is not None else None
         if sig in (1, 2):
             lam = 2.0 * _blend(prm.fail_prior, prm.prior_weight, self.fbase)
@@ -329,7 +328,6 @@ class PasswordSprayingParams(BaselineParams):
 _PS_HEAD = struct.Struct("<qdI")
 
 
-@register
 class PasswordSprayingDetector(CoreDetector):
     """Per source IP: distinct identities with failed logins per window.
 
@@ -359,7 +357,7 @@ class PasswordSprayingDetector(CoreDetector):
     def _assess(self, x: dict[str, Any], ts: float, peers: PeerGroup | None) -> tuple[float, float, Any]:
         if not is_login(x):
             return 0.0, 0.0, None
-        prm = self.params
+        prm: PasswordSprayingParams = self.params
         user = x.get("user.name") or x.get("user.id")
         outcome = x.get("event.outcome")
         same = int(ts // prm.window) == self.win
@@ -388,7 +386,7 @@ class PasswordSprayingDetector(CoreDetector):
         if ctx is None or ctx[0] is None:
             if not is_login(x):
                 return
-        prm = self.params
+        prm: PasswordSprayingParams = self.params
         w = int(ts // prm.window)
         if w > self.win:
             if self.win >= 0:
@@ -408,7 +406,7 @@ class PasswordSprayingDetector(CoreDetector):
 
     def _explain(self, ctx: Any, peers: PeerGroup | None) -> Explanation:
         _h, n = ctx
-        prm = self.params
+        prm: PasswordSprayingParams = self.params
         lam = _blend(prm.prior, prm.prior_weight, self.base)
         base = {"center": round(1.0 + lam, 3), "n": self.base.n, "failures_in_window": self.fails}
         win = f"{prm.window / 3600:g}h"
@@ -451,7 +449,6 @@ class ApiKeyClientParams(BaselineParams):
     ua_capacity: int = 8
 
 
-@register
 class ApiKeyClientDetector(CoreDetector):
     """Per API key: calls from a client IP or user agent the key has not used.
 
@@ -479,7 +476,7 @@ class ApiKeyClientDetector(CoreDetector):
         ua = x.get("user_agent.original")
         ih = crc32(ip.encode() if type(ip) is str else str(ip).encode()) if ip else None
         uh = crc32(ua.encode() if type(ua) is str else str(ua).encode()) if ua else None
-        prm = self.params
+        prm: ApiKeyClientParams = self.params
         p = 1.0
         sig = 0
         if self.ips.n_obs >= prm.warmup and ih is not None and ih not in self.ips.items:
@@ -496,7 +493,7 @@ class ApiKeyClientDetector(CoreDetector):
         return score, p, (sig, ih, uh, x)
 
     def _learn(self, x: dict[str, Any], ts: float, peers: PeerGroup | None, score: float, ctx: Any) -> None:
-        prm = self.params
+        prm: ApiKeyClientParams = self.params
         w = prm.protect_weight if score >= prm.protect_score else 1.0
         _sig, ih, uh, _x = ctx
         if ih is not None:
@@ -524,3 +521,9 @@ class ApiKeyClientDetector(CoreDetector):
         ips, uas = unpack_parts(data)
         self.ips = RecentSet.from_bytes(ips, self.params.ip_capacity)
         self.uas = RecentSet.from_bytes(uas, self.params.ua_capacity)
+
+
+# mypyc: a class decorator other than @dataclass makes a class non-native.
+register(CredentialAbuseDetector)
+register(PasswordSprayingDetector)
+register(ApiKeyClientDetector)

@@ -90,6 +90,7 @@ import msgspec
 import numpy as np
 from scipy.special import chdtrc, kolmogorov
 
+from ._states import _DriftState  # msgspec Structs stay uncompiled (see _states)
 from ._tails import P_FLOOR, RAW_P_FLOOR, num, text
 from .base import Explanation, Score, register
 from .baseline import CoreDetector
@@ -217,33 +218,6 @@ _MIN_SCALE = 1e-15
 _VERSION = 2
 
 
-class _DriftState(msgspec.Struct, array_like=True):
-    version: int
-    deploys: int
-    n: int
-    model_version: str | None
-    pred_kind: int
-    classes: list[str]
-    features: list[str]
-    buf: bytes
-    buf_len: int
-    active: int
-    edges: bytes
-    ref: bytes
-    cur: bytes
-    s2: bytes
-    callers: list[str]
-    counts: bytes
-    hists: bytes
-    # version 2
-    scale: float = 1.0
-    elig: int = 0
-    pv: list[float] = []
-    over: list[int] = []
-    rts: float = -math.inf
-
-
-@register
 class TelemetryDriftDetector(CoreDetector):
     """Per-model distribution drift with caller attribution. See the module docstring.
 
@@ -292,7 +266,7 @@ class TelemetryDriftDetector(CoreDetector):
         return 2 + self.params.max_features
 
     def _reset(self, model_version: str | None) -> None:
-        p = self.params
+        p: TelemetryDriftParams = self.params
         v, b = self.n_vars, p.bins
         self.n = 0
         self.model_version = model_version
@@ -320,7 +294,7 @@ class TelemetryDriftDetector(CoreDetector):
         self.pv: list[float] = []
         self.over: list[int] = []
         self.rts = -math.inf  # event time of the last refresh
-        self._lnps = None  # per variable: smoothed reference shares (derived, not stored)
+        self._lnps: list[tuple | None] | None = None  # per variable: smoothed reference shares (derived, not stored)
         self._xcache: dict | None = None  # explanation numbers since the last refresh (derived, not stored)
         self._wmask = 0  # variables in the approach band (derived from pv and elig)
         self._eb: bytes | None = None  # the edges as serialised (derived)
@@ -346,7 +320,7 @@ class TelemetryDriftDetector(CoreDetector):
 
         ``grow``: may add classes/feature names (learning, reference phase only).
         """
-        p = self.params
+        p: TelemetryDriftParams = self.params
         out: list[float | None] = [None] * self.n_vars
         pred = x.get("ueba.telemetry.prediction")
         if pred is not None:
@@ -355,13 +329,13 @@ class TelemetryDriftDetector(CoreDetector):
             if isinstance(pred, str):
                 kind = _CATEGORICAL
             else:
-                pred = num(pred)
-                kind = _NUMERIC if pred is not None else _UNKNOWN
+                fpred = num(pred)
+                kind = _NUMERIC if fpred is not None else _UNKNOWN
             if kind != _UNKNOWN:
                 if self.pred_kind == _UNKNOWN and grow and self.buf_len < p.edge_samples:
                     self.pred_kind = kind
                 if kind == self.pred_kind == _NUMERIC:
-                    out[_PRED] = pred
+                    out[_PRED] = fpred
                 elif kind == self.pred_kind == _CATEGORICAL:
                     label = text(pred, p.name_chars) or ""
                     try:
@@ -407,7 +381,7 @@ class TelemetryDriftDetector(CoreDetector):
 
     def _event_bins(self, x: dict[str, Any]) -> list[tuple[int, int]]:
         """``_bins(_values(x, grow=False))`` in one pass, once the bins are fixed."""
-        p = self.params
+        p: TelemetryDriftParams = self.params
         active = self.active
         out = []
         if active & 1:
@@ -498,7 +472,7 @@ class TelemetryDriftDetector(CoreDetector):
                 -math.log10(p_all if p_all > RAW_P_FLOOR else RAW_P_FLOOR), (bins, x, hit, best))
 
     def _learn(self, x: dict[str, Any], ts: float, peers: Any, score: float, ctx: Any) -> None:
-        p = self.params
+        p: TelemetryDriftParams = self.params
         if x.get("event.action") == "model-deploy":  # detectors.change.is_deploy, inlined
             self.deploys += 1
             self._reset(text(x.get("ueba.model.version")))
@@ -549,7 +523,7 @@ class TelemetryDriftDetector(CoreDetector):
     def _learn_caller(self, caller: str | None, bins: list[tuple[int, int]], inv: float) -> None:
         if caller is None:
             return
-        p = self.params
+        p: TelemetryDriftParams = self.params
         callers = self.callers
         counts = self.counts
         vb = self.n_vars * p.bins
@@ -577,7 +551,7 @@ class TelemetryDriftDetector(CoreDetector):
         """Variables whose last p is approaching significance (``watch_p`` >= p >
         ``watch_floor``): they are recomputed at every event, so an emerging drift is
         not flagged up to a refresh block late; clear drifts and quiet windows wait."""
-        p = self.params
+        p: TelemetryDriftParams = self.params
         lo, hi = p.watch_floor, p.watch_p
         mask = 0
         for v, pval in enumerate(self.pv):
@@ -601,7 +575,7 @@ class TelemetryDriftDetector(CoreDetector):
         self.scale = 1.0
 
     def _fit_edges(self) -> None:
-        p = self.params
+        p: TelemetryDriftParams = self.params
         v_n = self.n_vars
         qs = np.arange(1, p.bins) / p.bins
         buf = np.array(self.buf, dtype=np.float32).reshape(p.edge_samples, v_n)
@@ -630,7 +604,7 @@ class TelemetryDriftDetector(CoreDetector):
         """Per variable: (n_r, reference shares, smoothed reference shares, which bins the
         reference holds); derived from the frozen reference, computed once per process."""
         if self._lnps is None:
-            p = self.params
+            p: TelemetryDriftParams = self.params
             nb, s = p.bins, p.smoothing
             out: list[tuple | None] = []
             for v in range(self.n_vars):
@@ -648,7 +622,7 @@ class TelemetryDriftDetector(CoreDetector):
         """Recompute, for every variable (bit v of ``only``), the window's tail probability
         against the reference and its over-represented bins (see "Cost" in the module
         docstring); ``ts``: the event time it happens at."""
-        p = self.params
+        p: TelemetryDriftParams = self.params
         nv = self.n_vars
         if only == -1:
             t = ts if type(ts) is float else num(ts)
@@ -726,7 +700,7 @@ class TelemetryDriftDetector(CoreDetector):
 
     def _window_row(self, v: int, b: int) -> list[float]:
         """Variable ``v``'s window histogram with the event (bin ``b``) added, as counts."""
-        p = self.params
+        p: TelemetryDriftParams = self.params
         nb = p.bins
         f = self.scale * p.decay
         row = [c * f for c in self.cur[v * nb : (v + 1) * nb]]
@@ -736,7 +710,7 @@ class TelemetryDriftDetector(CoreDetector):
     def _attribution(self, x: dict[str, Any], v: int, b: int, cur_row: list[float], psi_full: float, lam: float,
                      ps: list[float] | None = None):
         """Per tracked caller: share of the window and the share of the PSI it accounts for."""
-        p = self.params
+        p: TelemetryDriftParams = self.params
         if not self.callers:
             return []
         nb, s = p.bins, p.smoothing
@@ -750,7 +724,7 @@ class TelemetryDriftDetector(CoreDetector):
             ps = [(c + s) / den_r for c in refv]
         log = math.log
         hists = self.hists
-        out = []
+        out: list[dict[str, Any]] = []
         for k, caller in enumerate(self.callers):
             o = k * vb + v * nb
             h = hists[o : o + nb].tolist()
@@ -779,7 +753,7 @@ class TelemetryDriftDetector(CoreDetector):
         return out
 
     def _bin_label(self, v: int, b: int) -> str:
-        p = self.params
+        p: TelemetryDriftParams = self.params
         if v == _PRED and self.pred_kind == _CATEGORICAL:
             return repr(self.classes[b]) if b < len(self.classes) else "other classes"
         e = self.edges[v]
@@ -830,7 +804,7 @@ class TelemetryDriftDetector(CoreDetector):
         return Explanation(feature, observed, baseline, None, window, reason)
 
     def _explain_numbers(self, x: dict[str, Any], v: int, b: int, pv: float) -> tuple:
-        p = self.params
+        p: TelemetryDriftParams = self.params
         nb, s = p.bins, p.smoothing
         lam = p.decay
         cur_row = self._window_row(v, b)
@@ -872,7 +846,7 @@ class TelemetryDriftDetector(CoreDetector):
 
     def to_bytes(self) -> bytes:
         """Compact, exact serialisation (msgpack; arrays only once they are in use)."""
-        p = self.params
+        p: TelemetryDriftParams = self.params
         in_ref = self.buf_len >= p.edge_samples
         in_win = self.n > p.reference_size
         k = len(self.callers)
@@ -960,3 +934,7 @@ if __name__ == "__main__":  # pragma: no cover - benchmark figures for the repor
         det.learn_one(x, float(i))
     dt = (time.process_time() - t0) / len(xs) * 1e6
     print(f"{TelemetryDriftDetector.name}: {dt:.0f} µs per learn+score, state {len(det.to_bytes())} bytes")
+
+
+# mypyc: a class decorator other than @dataclass makes a class non-native.
+register(TelemetryDriftDetector)

@@ -103,7 +103,6 @@ class ExfiltrationParams(BaselineParams):
     drip_warmup: int = 7
 
 
-@register
 class ExfiltrationDetector(CoreDetector):
     """Per-identity read/download volume per hour (bursts) and per day (slow drip).
 
@@ -132,12 +131,12 @@ class ExfiltrationDetector(CoreDetector):
         act = x.get("event.action")
         if (type(act) is str and act in UNSCORED_ACTIONS) or x.get("event.outcome") == "failure":
             return 0.0, 0.0, None
-        prm = self.params
+        prm: ExfiltrationParams = self.params
         best = 0.0
         raw = 0.0
         info = None
         vols = self.vols
-        vals = [None, None, None]
+        vals: list[float | None] = [None, None, None]
         o = 3 * resource_class(x.get("ueba.resource.type"))
         for i in range(3):
             v = x.get(TRANSFER_FIELDS[i])
@@ -176,7 +175,7 @@ class ExfiltrationDetector(CoreDetector):
         if ctx is None:
             return
         vals, _info, o = ctx
-        prm = self.params
+        prm: ExfiltrationParams = self.params
         vols = self.vols
         for i in range(3):
             v = vals[i]
@@ -193,7 +192,7 @@ class ExfiltrationDetector(CoreDetector):
         vol = self.vols[slot] or _EMPTY
         unit = _UNITS[i] + _CLASS_TEXT[c]
         base = vol.baseline_dict()
-        prm = self.params
+        prm: ExfiltrationParams = self.params
         peer = WindowedVolume.peers_dict(total, peers, _KEYS[slot], prm.peer_min_n)
         if kind == 0:
             ref = peer if vs_peers and peer else base
@@ -240,3 +239,7 @@ class ExfiltrationDetector(CoreDetector):
 
 # Shared read-only stand-in for a feature the identity has never shown.
 _EMPTY = WindowedVolume(1.0, day=False)
+
+
+# mypyc: a class decorator other than @dataclass makes a class non-native.
+register(ExfiltrationDetector)

@@ -89,12 +89,13 @@ from array import array
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import mul
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import msgspec
 import numpy as np
 from scipy.special import ndtri
 
+from ._states import _State  # msgspec Structs stay uncompiled (see _states)
 from ._tails import P_FLOOR, RAW_P_FLOOR, fmt, normal_sf, num, score_of, sidak, surprise
 from .base import Explanation, Score, register
 from .baseline import CoreDetector
@@ -320,7 +321,7 @@ def _robust_ew(mean: float, var: float, n: int, x: float, alpha: float, p_x: flo
 
 #: Signal kinds in an assessment's ``pvals`` (how to explain them).
 _VOLUME, _NOVELTY, _PRADA, _STEP, _SWEEP = range(5)
-_ZERO3 = (0.0, 0.0, 0.0)
+_ZERO3: Sequence[float] = (0.0, 0.0, 0.0)
 
 
 @lru_cache(maxsize=64)
@@ -374,49 +375,6 @@ class _Assessment:
         self.fp: np.ndarray | None = None
 
 
-class _State(msgspec.Struct, array_like=True):
-    version: int
-    n: int
-    win: int
-    # version 3: integral sums as msgpack integers (1-5 bytes instead of 9)
-    cur: list[int | float]
-    prev: list[int | float]
-    obs: int
-    mean: list[float]
-    var: list[float]
-    nwin: list[int]
-    fp_dim: int
-    fp_n: int
-    alt_dim: int
-    alt_run: int
-    mu: bytes
-    sd: bytes
-    res: bytes
-    res_len: int
-    res_pos: int
-    md: bytes
-    md_len: int
-    md_pos: int
-    bm_cur: bytes
-    bm_prev: bytes
-    nov_ring: int
-    nov_len: int
-    nov_s: float
-    nov_n: float
-    cv_mean: float
-    cv_var: float
-    cv_n: int
-    w_mean: float
-    w_var: float
-    w_n: int
-    lvl_mean: float
-    lvl_var: float
-    lvl_n: int
-    # version 2: the shape statistics of the last computation (see shape_every)
-    sh_new: int = 0
-    sh: bytes = b""
-
-
 #: State versions: 1 computed the shape statistics for every query; 2 keeps the
 #: last computation (``sh``: W, its normal score, level, CV as float32, ring size);
 #: 3 writes the window sums (``cur``, ``prev``) that are whole numbers as integers.
@@ -433,7 +391,6 @@ _SH = struct.Struct("<4fH")
 _NAN = math.nan
 
 
-@register
 class ExtractionDetector(CoreDetector):
     """Per-API-key model-extraction scorer. See the module docstring.
 
@@ -491,7 +448,7 @@ class ExtractionDetector(CoreDetector):
         self._reset_fingerprints(0)
 
     def _reset_fingerprints(self, dim: int) -> None:
-        p = self.params
+        p: ExtractionParams = self.params
         self.fp_dim = dim
         self.fp_n = 0
         self.alt_dim = 0
@@ -577,7 +534,7 @@ class ExtractionDetector(CoreDetector):
         return self._sweep_expl(*args)
 
     def _learn_event(self, x: dict[str, Any], a: _Assessment) -> None:
-        p = self.params
+        p: ExtractionParams = self.params
         protected = a.p < p.protect_p and self.n >= p.warmup
         if a.window > self.win:
             self._roll(a.window)
@@ -655,7 +612,7 @@ class ExtractionDetector(CoreDetector):
         """Close the current window if ``window`` is a later one."""
         if window <= self.win:
             return
-        p = self.params
+        p: ExtractionParams = self.params
         if self.win >= 0:
             for c in range(3):
                 if not self.obs >> c & 1:
@@ -682,7 +639,7 @@ class ExtractionDetector(CoreDetector):
         return math.sqrt(self.var[c] + self.params.min_log_sd**2)
 
     def _volume(self, amounts: tuple, ts: float, window: int, out: list) -> None:
-        p = self.params
+        p: ExtractionParams = self.params
         nwin = self.nwin
         mw = p.min_windows
         if nwin[0] < mw and nwin[1] < mw and nwin[2] < mw:
@@ -703,7 +660,7 @@ class ExtractionDetector(CoreDetector):
             out.append((normal_sf(z), z, _VOLUME, (c, observed, z)))
 
     def _volume_expl(self, c: int, observed: float, z: float) -> Explanation:
-        p = self.params
+        p: ExtractionParams = self.params
         typical = math.expm1(self.mean[c])
         return Explanation(
             feature=_CHANNELS[c],
@@ -721,7 +678,7 @@ class ExtractionDetector(CoreDetector):
         return self.fp_n >= self.params.fp_warmup
 
     def _cell_bit(self, proj: list[float]) -> int:
-        p = self.params
+        p: ExtractionParams = self.params
         key = 0
         j = 0
         floor = math.floor
@@ -754,12 +711,12 @@ class ExtractionDetector(CoreDetector):
 
     def _frozen_derived(self) -> None:
         """Values derived from the frozen spreads: cell widths and the duplicate radius."""
-        p = self.params
+        p: ExtractionParams = self.params
         self._cw = [v * p.cell_width for v in self.sd[: p.cell_dims]]
         self._eps = self._dup_eps()
 
     def _inputs(self, fp: np.ndarray, a: _Assessment) -> None:
-        p = self.params
+        p: ExtractionParams = self.params
         if self.fp_dim and fp.shape[0] != self.fp_dim:
             return  # a different fingerprint space: not comparable (see learn_one)
         proj = _dot(fp, _projection(fp.shape[0], p.proj_dims, p.seed))
@@ -786,7 +743,7 @@ class ExtractionDetector(CoreDetector):
         """(W, W's normal score, level, CV, ring size) of the min-distance ring, at
         float32 precision (as serialised); None below ``shapiro_min`` distances.
         Level and CV are NaN for an all-zero ring."""
-        p = self.params
+        p: ExtractionParams = self.params
         n = self.md_len
         if n < p.shapiro_min:
             return None
@@ -829,7 +786,7 @@ class ExtractionDetector(CoreDetector):
     def _shape_pvals(self) -> None:
         """The pvals entries the stored statistics add to a query's score (derived:
         they change only when the statistics or the baselines do)."""
-        p = self.params
+        p: ExtractionParams = self.params
         sh = self.sh
         if sh is None:
             self._shp = ()
@@ -868,7 +825,7 @@ class ExtractionDetector(CoreDetector):
         )
 
     def _prada_expl(self, w: float, n: int) -> Explanation:
-        p = self.params
+        p: ExtractionParams = self.params
         if w >= p.shapiro_w:
             reason = f"Nearest-neighbour distances of the key's last {n} queries look like benign traffic (W={w:.3f})."
         else:
@@ -914,7 +871,7 @@ class ExtractionDetector(CoreDetector):
         )
 
     def _learn_fingerprint(self, fp: np.ndarray, a: _Assessment, protected: bool) -> None:
-        p = self.params
+        p: ExtractionParams = self.params
         dim = fp.shape[0]
         if self.fp_dim == 0:
             self._reset_fingerprints(dim)
@@ -1003,7 +960,7 @@ class ExtractionDetector(CoreDetector):
     # --- combination ------------------------------------------------------------
 
     def _assess_event(self, x: dict[str, Any], ts: float) -> _Assessment:
-        p = self.params
+        p: ExtractionParams = self.params
         ts_f = ts if type(ts) is float and ts - ts == 0.0 else num(ts)
         win = self.win
         window = int(ts_f // p.rate_window) if ts_f is not None else win
@@ -1084,3 +1041,7 @@ if __name__ == "__main__":  # pragma: no cover - benchmark figures for the repor
         det.learn_one(x, 6.0 * i)
     dt = (time.process_time() - t0) / len(xs) * 1e6
     print(f"{ExtractionDetector.name}: {dt:.0f} µs per learn+score, state {len(det.to_bytes())} bytes")
+
+
+# mypyc: a class decorator other than @dataclass makes a class non-native.
+register(ExtractionDetector)

@@ -140,4 +140,5 @@ class PeerBaselines:
             self.group(name).merge(g)
         return self
 
-    __iadd__ = merge
+    def __iadd__(self, other: "PeerBaselines") -> "PeerBaselines":  # mypyc: no method aliases
+        return self.merge(other)

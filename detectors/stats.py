@@ -23,6 +23,7 @@ import math
 import struct
 from array import array
 from bisect import bisect_right
+from typing import Final
 from zlib import crc32
 
 __all__ = [
@@ -163,7 +164,8 @@ class EWMeanVar:
         self.n += other.n
         return self
 
-    __iadd__ = merge
+    def __iadd__(self, other: "EWMeanVar") -> "EWMeanVar":  # mypyc: no method aliases
+        return self.merge(other)
 
     def to_bytes(self) -> bytes:
         return _EW_FMT.pack(self.mean, self.var, self.weight, self.last_ts, min(self.n, 0xFFFFFFFF))
@@ -174,7 +176,7 @@ class EWMeanVar:
         s.mean, s.var, s.weight, s.last_ts, s.n = _EW_FMT.unpack(data)
         return s
 
-    SIZE = _EW_FMT.size
+    SIZE: Final = _EW_FMT.size
 
     def __repr__(self) -> str:
         return f"EWMeanVar(mean={self.mean:.4g}, std={self.std:.4g}, n={self.n})"
@@ -241,7 +243,8 @@ class LogHistogram:
     def get(self) -> float:
         return self.quantile(0.5)
 
-    median = get
+    def median(self) -> float:  # mypyc: no method aliases
+        return self.get()
 
     def mad(self) -> float:
         """Median absolute deviation, approximated by half the interquartile range
@@ -264,7 +267,8 @@ class LogHistogram:
         self.total = sum(c)
         return self
 
-    __iadd__ = merge
+    def __iadd__(self, other: "LogHistogram") -> "LogHistogram":  # mypyc: no method aliases
+        return self.merge(other)
 
     def to_bytes(self) -> bytes:
         return self.counts.tobytes()
@@ -350,7 +354,8 @@ class HourOfWeekProfile:
         self.total = sum(c)
         return self
 
-    __iadd__ = merge
+    def __iadd__(self, other: "HourOfWeekProfile") -> "HourOfWeekProfile":  # mypyc: no method aliases
+        return self.merge(other)
 
     def to_bytes(self) -> bytes:
         return self.counts.tobytes()
@@ -428,17 +433,21 @@ class HyperLogLog:
         self._zeros = m
 
     def _recount(self) -> None:
-        self._z = sum(2.0 ** -r for r in self.reg)
+        z = 0.0
+        for r in bytes(self.reg):  # mypyc 2.4 crashes iterating a bytearray (internal error)
+            z += 2.0 ** -r
+        self._z = z
         self._zeros = self.reg.count(0)
 
     def merge(self, other: "HyperLogLog") -> "HyperLogLog":
         if other.p != self.p:
             raise ValueError("cannot merge HyperLogLogs of different precision")
-        self.reg = bytearray(max(a, b) for a, b in zip(self.reg, other.reg))
+        self.reg = bytearray(max(a, b) for a, b in zip(bytes(self.reg), bytes(other.reg)))
         self._recount()
         return self
 
-    __iadd__ = merge
+    def __iadd__(self, other: "HyperLogLog") -> "HyperLogLog":  # mypyc: no method aliases
+        return self.merge(other)
 
     def to_bytes(self) -> bytes:
         return bytes(self.reg)
@@ -541,12 +550,13 @@ class AgingBloom:
         return self.add_hash(stable_hash(value))
 
     def merge(self, other: "AgingBloom") -> "AgingBloom":
-        self.cur = bytearray(a | b for a, b in zip(self.cur, other.cur))
-        self.old = bytearray(a | b for a, b in zip(self.old, other.old))
+        self.cur = bytearray(a | b for a, b in zip(bytes(self.cur), bytes(other.cur)))
+        self.old = bytearray(a | b for a, b in zip(bytes(self.old), bytes(other.old)))
         self.count = max(self.count, other.count)
         return self
 
-    __iadd__ = merge
+    def __iadd__(self, other: "AgingBloom") -> "AgingBloom":  # mypyc: no method aliases
+        return self.merge(other)
 
     def to_bytes(self) -> bytes:
         return struct.pack("<H", self.count) + bytes(self.cur) + bytes(self.old)
@@ -621,7 +631,8 @@ class RecentSet:
         self.n_obs += other.n_obs
         return self
 
-    __iadd__ = merge
+    def __iadd__(self, other: "RecentSet") -> "RecentSet":  # mypyc: no method aliases
+        return self.merge(other)
 
     def to_bytes(self) -> bytes:
         return _RS_FMT.pack(self.n_new, self.n_obs) + self.items.tobytes()

@@ -60,7 +60,9 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
+
+from mypy_extensions import mypyc_attr
 from zlib import crc32
 
 from .base import DETECTORS, Explanation, Finding, Score
@@ -141,7 +143,7 @@ def _default_params(cls: type) -> Any:
     return getattr(cls(), "params", None)
 
 
-def _make_params(cls: type, override: Any) -> Any:
+def _make_params(cls: type[Any], override: Any) -> Any:
     if override is None:
         # One shared params object per suite, not one per entity.
         return _default_params(cls)
@@ -150,7 +152,7 @@ def _make_params(cls: type, override: Any) -> Any:
     default = _default_params(cls)
     if default is None or not is_dataclass(default):
         raise ValueError(f"detector {cls.name!r} takes no params overrides")
-    return replace(default, **dict(override))
+    return replace(cast(Any, default), **dict(override))
 
 
 class DetectorSuite:
@@ -167,7 +169,7 @@ class DetectorSuite:
     __slots__ = ("kind", "names", "classes", "params", "min_scores", "protect_score", "calibration", "_ids", "_core",
                  "_meta", "_selfprot", "_calkeys", "_rawsur", "_dense", "_plan")
 
-    def __init__(self, kind: str, classes: list[type], params: list[Any], min_scores: list[float],
+    def __init__(self, kind: str, classes: list[type[Any]], params: list[Any], min_scores: list[float],
                  protect_score: float = 99.0, calibration: DayCalibration | None = None) -> None:
         self.kind = kind
         #: DayCalibration, or None for the detectors' own per-test scores
@@ -376,7 +378,7 @@ class DetectorSuite:
         while grp is not None:
             if k0 not in grp.stats:
                 for key, dense in zip(self._calkeys, self._dense):
-                    grp.stats.setdefault(key, _new_peer_sketch(cfg, ts, dense))
+                    grp.stats.setdefault(key, _new_peer_sketch(cast(DayCalibration, cfg), ts, dense))
             grp = grp.parent
 
     def _finding(self, i: int, s: Score, flat: dict[str, Any], g: Any) -> Finding:
@@ -495,6 +497,7 @@ def _teach(key: str, g: PeerGroup | None) -> list[TailSketch]:
     return out
 
 
+@mypyc_attr(native_class=False)  # mypyc cannot compile a native subclass of list
 class SuiteState(list):
     """A per-entity suite state: the detectors (this list, in suite order) and
     the entity's calibration history in ``cal``."""

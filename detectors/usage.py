@@ -89,7 +89,6 @@ def usage_amounts(x: dict[str, Any]) -> tuple[float | None, float | None, bool |
     return tok, rb, err
 
 
-@register
 class ApiUsageDetector(CoreDetector):
     """Per API key: calls, tokens and response bytes per window, and error bursts.
 
@@ -118,19 +117,20 @@ class ApiUsageDetector(CoreDetector):
         self.ebase = EWMeanVar(hl)
 
     def _error_lambda(self) -> float:
-        prm = self.params
+        prm: ApiUsageParams = self.params
         e = self.ebase
         return (prm.error_prior * prm.prior_weight + e.mean * e.weight) / (prm.prior_weight + e.weight)
 
     def _close_weight(self, n: float, k: float) -> float:
-        prm = self.params
+        prm: ApiUsageParams = self.params
         return prm.protect_weight if k and poisson_sf(k, self._error_lambda() * n) < 0.01 else 1.0
 
     def _error_lambda_after_close(self) -> float:
         """The error rate once the open window is learned (pure; for an event
         that opens the next window)."""
-        prm = self.params
+        prm: ApiUsageParams = self.params
         req = self.vols[0]
+        assert req is not None
         n, k = req.cur, self.errs
         if n <= 0:
             return self._error_lambda()
@@ -138,14 +138,15 @@ class ApiUsageDetector(CoreDetector):
         return (prm.error_prior * prm.prior_weight + mean * weight) / (prm.prior_weight + weight)
 
     def _assess(self, x: dict[str, Any], ts: float, peers: PeerGroup | None) -> tuple[float, float, Any]:
-        prm = self.params
+        prm: ApiUsageParams = self.params
         tok, rb, err = usage_amounts(x)
         vols = self.vols
         width = prm.window
         best = 0.0
         raw = 0.0
-        ctx = None
+        ctx: Any = None
         req = vols[0]
+        assert req is not None
         vals = (1.0, tok, rb)
         for i in range(3):
             v = vals[i]
@@ -181,10 +182,11 @@ class ApiUsageDetector(CoreDetector):
         return super()._surprise(score, raw, ctx)
 
     def _learn(self, x: dict[str, Any], ts: float, peers: PeerGroup | None, score: float, ctx: Any) -> None:
-        prm = self.params
+        prm: ApiUsageParams = self.params
         _i, _t, _r, tok, rb, err = ctx
         vols = self.vols
         req = vols[0]
+        assert req is not None
         if int(ts // prm.window) > req.win and req.win >= 0:
             # The request window closes: learn its error fraction.
             n = req.cur
@@ -207,7 +209,7 @@ class ApiUsageDetector(CoreDetector):
             self.errs += 1.0
 
     def _explain(self, ctx: Any, peers: PeerGroup | None) -> Explanation:
-        prm = self.params
+        prm: ApiUsageParams = self.params
         win = f"{prm.window / 60:g}m"
         if ctx[0] == 3:
             _i, k, n, *_ = ctx
@@ -270,3 +272,7 @@ _V2 = 0x80
 _ERRS = struct.Struct("<d")
 _WIN2 = struct.Struct("<qd")
 _EMPTY = WindowedVolume(1.0, day=False)
+
+
+# mypyc: a class decorator other than @dataclass makes a class non-native.
+register(ApiUsageDetector)
