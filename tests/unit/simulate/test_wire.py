@@ -82,6 +82,7 @@ def test_bench_reports_events_per_second(capsys):
     assert bench_main(["--preset", "tiny", "--duration", "6h", "--repeat", "2"]) == 0
     out = capsys.readouterr().out
     assert "events/s" in out and "one core" in out and "median" in out and "target >=" in out
+    assert "machine speed reference" in out
 
 
 # ---------------------------------------------------------------- helpers
