@@ -24,11 +24,12 @@ run_part() {
 }
 
 rc=0
-echo "detectors build: $("$ROOT/.venv/bin/python" -c 'import detectors; print(detectors.BUILD)')"
+build="$("$ROOT/.venv/bin/python" -c 'import detectors; print(detectors.BUILD)')"
+echo "detectors build: $build"
 run_part "unit tests" tests/unit -q -p no:cacheprovider || rc=$?
 # The detectors again as Python sources when the run above used the compiled
 # build: both builds must score alike and read each other's state.
-if [ "$("$ROOT/.venv/bin/python" -c 'import detectors; print(detectors.BUILD)')" = compiled ]; then
+if [ "$build" = compiled ]; then
   UEBA_DETECTORS=pure run_part "detector unit tests, Python sources" tests/unit/detectors -q -p no:cacheprovider || rc=$?
 fi
 if ! bash deploy/local.sh up; then

@@ -29,8 +29,8 @@ import pandas as pd
 
 from .calibration import z_tail_score_array
 from .exfiltration import _KEYS as EXFIL_KEYS
-from .exfiltration import (BULK_RESOURCE_TYPES, RESOURCE_CLASSES, TRANSFER_FIELDS, UNSCORED_ACTIONS, ExfiltrationDetector,
-                           ExfiltrationParams)
+from .exfiltration import (RESOURCE_CLASSES, TRANSFER_FIELDS, UNSCORED_ACTIONS, ExfiltrationDetector, ExfiltrationParams,
+                           resource_class)
 from .usage import ApiUsageDetector, ApiUsageParams
 
 __all__ = ["ExfiltrationBatch", "ApiUsageBatch"]
@@ -254,19 +254,16 @@ class ExfiltrationBatch(_VolumeBatch):
             ok &= ~X["event.action"].isin(UNSCORED_ACTIONS).to_numpy()[order]
         if "event.outcome" in X:
             ok &= (X["event.outcome"] != "failure").to_numpy()[order]
-        # the resource class of each row (see exfiltration.resource_class): bulk data or untyped 0, else 1
         cls = np.zeros(len(X), dtype=np.int64)
         if "ueba.resource.type" in X:
-            rt = X["ueba.resource.type"]
-            cls = (rt.map(lambda t: type(t) is str).to_numpy(dtype=bool)
-                   & ~rt.isin(BULK_RESOURCE_TYPES).to_numpy()).astype(np.int64)[order]
+            cls = X["ueba.resource.type"].map(resource_class).to_numpy(dtype=np.int64)[order]
+        amounts = [_num_col(X, col)[order] for col in TRANSFER_FIELDS]
         best = np.zeros(len(X))
         for c in range(len(RESOURCE_CLASSES)):
             in_c = ok & (cls == c)
             if not in_c.any():
                 continue
-            for i, col in enumerate(TRANSFER_FIELDS):
-                v = _num_col(X, col)[order]
+            for i, v in enumerate(amounts):
                 mask = in_c & ~np.isnan(v)
                 slot = 3 * c + i
                 best = np.maximum(best, self._feature(ent, ts, v, mask, slot, states, names, EXFIL_KEYS[slot], True))

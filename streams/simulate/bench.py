@@ -20,18 +20,12 @@ import statistics
 import tempfile
 import time
 
+from detectors.bench import speed_reference
+
 from .config import SimulationConfig
 from .engine import write_jsonl
 
 TARGET_EVENTS_PER_S = 200_000
-
-
-def _speed_ref() -> float:
-    """ns per ``x += 1`` now: an idle modern x86 core takes about 10; a shared
-    core that is slower here makes every figure beside it slower too."""
-    import timeit
-
-    return min(timeit.repeat("x += 1", "x = 0", number=1_000_000, repeat=3)) * 1e3
 
 
 def run_once(cfg: SimulationConfig, directory: str | None, keep: str | None) -> dict:
@@ -74,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"events={n} " + " ".join(f"{k}={v}" for k, v in r["by_kind"].items()) + f" scenarios={r['scenarios']}")
             print(f"bytes={r['bytes']} ({r['bytes'] / max(n, 1):.0f} B/event)")
         print(f"wall={r['wall']:.2f}s {n / r['wall']:,.0f} events/s   cpu={r['cpu']:.2f}s {n / r['cpu']:,.0f} events/s"
-              f" (one core; machine speed reference {_speed_ref():.1f} ns per 'x += 1')")
+              f" (one core; machine speed reference {speed_reference():.1f} ns per 'x += 1')")
     if len(runs) > 1:
         n = runs[0]["events"]
         for what in ("wall", "cpu"):
