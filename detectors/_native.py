@@ -32,7 +32,7 @@ from pathlib import Path
 
 #: The modules mypyc compiles, in dependency order.
 MODULES: tuple[str, ...] = (
-    "stats", "_tails", "baseline", "calibration", "peers", "base", "access", "exfiltration", "credential",
+    "flat", "stats", "_tails", "baseline", "calibration", "peers", "base", "access", "exfiltration", "credential",
     "usage", "extraction", "drift", "change", "multivariate", "suite", "defaults",
 )
 #: Kept as Python: numpy-vectorised (batch), the benchmark, the Protocols and

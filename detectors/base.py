@@ -103,6 +103,8 @@ class Finding:
     ``detector``: the detector's stable name (becomes ``rule.id``-like keys).
     ``entity_type``: user, service_account, api_key, tenant, model, host, source_ip.
     ``techniques``: MITRE ATT&CK ids (``T1530``) and/or ATLAS ids (``AML.T0024``).
+    ``explanation``: None only when the caller's ``explain`` hook declined it
+    (``DetectorSuite.process``).
     """
 
     detector: str
@@ -110,7 +112,7 @@ class Finding:
     entity: str
     score: float
     title: str
-    explanation: Explanation
+    explanation: Explanation | None
     techniques: tuple[str, ...] = ()
     raw: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)

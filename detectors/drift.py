@@ -249,6 +249,9 @@ class TelemetryDriftDetector(CoreDetector):
     dense_scores: ClassVar[bool] = True
     #: The reference is frozen; the current window must see every event.
     self_protecting: ClassVar[bool] = True
+    #: explanation numbers are cached in memory between refreshes (see _explain), so
+    #: which findings get explained moves them: the suite explains every finding
+    caches_explanations: ClassVar[bool] = True
 
     __slots__ = (
         "deploys", "n", "model_version", "pred_kind", "classes", "features", "buf",

@@ -60,7 +60,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, Mapping, cast
+from typing import Any, Callable, Final, Mapping, cast
 
 from mypy_extensions import mypyc_attr
 from zlib import crc32
@@ -166,8 +166,11 @@ class DetectorSuite:
         Detector names, in scoring order.
     """
 
+    #: process() takes an ``explain`` hook (the runtime checks for this)
+    explains_on_demand: Final = True
+
     __slots__ = ("kind", "names", "classes", "params", "min_scores", "protect_score", "calibration", "_ids", "_core",
-                 "_meta", "_selfprot", "_calkeys", "_rawsur", "_dense", "_plan")
+                 "_meta", "_selfprot", "_calkeys", "_rawsur", "_dense", "_plan", "_askable")
 
     def __init__(self, kind: str, classes: list[type[Any]], params: list[Any], min_scores: list[float],
                  protect_score: float = 99.0, calibration: DayCalibration | None = None) -> None:
@@ -191,6 +194,9 @@ class DetectorSuite:
         self._selfprot = tuple(bool(getattr(c, "self_protecting", False)) for c in classes)
         self._rawsur = tuple(bool(getattr(c, "raw_is_surprise", False)) for c in classes)
         self._dense = tuple(bool(getattr(c, "dense_scores", False)) for c in classes)
+        #: the ``explain`` hook is asked for these (not for detectors whose explanations
+        #: depend on which earlier findings were explained: ``caches_explanations``)
+        self._askable = tuple(not getattr(c, "caches_explanations", False) for c in classes)
         #: per detector, what the calibrated path needs (one tuple, unpacked once per event)
         self._plan = tuple(zip(range(len(classes)), self._core, self._selfprot, self._rawsur, self.min_scores,
                                self._dense, self._calkeys))
@@ -271,12 +277,22 @@ class DetectorSuite:
     # -- the per-event path ----------------------------------------------------
 
     def process(self, state: list[Any], flat: dict[str, Any], ts: float,
-                peers: PeerBaselines | None = None) -> list[Finding]:
+                peers: PeerBaselines | None = None,
+                explain: Callable[[str, str, str, float], bool] | None = None) -> list[Finding]:
         """Score ``flat`` (an ``Event.flat``) at ``ts`` with every detector,
         learn it (with baseline protection), return the Findings.
 
         ``peers`` is the worker's peer-group store; without it new entities
         stay silent during warm-up instead of being judged against peers.
+
+        ``explain`` (optional) is asked ``(detector, entity_type, entity, score)`` for
+        each finding before its explanation is built (calibrated core
+        detectors, but for those whose explanations depend on which earlier
+        findings were explained, ``caches_explanations``); when it answers False
+        the finding comes back with ``explanation=None``. The runtime answers
+        False for a repeat it will only count (``streams.pipeline``): explaining
+        it would be thrown away. Nothing else depends on it: scores, state, the
+        findings returned and every explanation built are the same.
         """
         if peers is None:
             g = None
@@ -285,7 +301,7 @@ class DetectorSuite:
         else:
             g = peers.view(flat)
         if self.calibration is not None:
-            return self._process_calibrated(state, flat, ts, g)
+            return self._process_calibrated(state, flat, ts, g, explain)
         scores: list[tuple[int, Score]] | None = None
         mins = self.min_scores
         core = self._core
@@ -309,7 +325,8 @@ class DetectorSuite:
 
     # -- calibrated path ---------------------------------------------------------
 
-    def _process_calibrated(self, state: list[Any], flat: dict[str, Any], ts: float, g: PeerGroup | None) -> list[Finding]:
+    def _process_calibrated(self, state: list[Any], flat: dict[str, Any], ts: float, g: PeerGroup | None,
+                            explain: Callable[[str, str, str, float], bool] | None = None) -> list[Finding]:
         cfg = self.calibration
         assert cfg is not None
         cal = getattr(state, "cal", None)
@@ -356,14 +373,21 @@ class DetectorSuite:
                         who = _who(self.kind, flat)
                     hit = cal.p_day_hit(i, r, _judge(key, g, ts, cfg, who), who, cfg, ts, dense, min_score)
                     if hit is not None:
-                        if core:
-                            expl = det._explain(ctx, g)
-                        if expl is not None:
-                            p, info = hit
+                        p, info = hit
+                        if core and explain is not None and self._askable[i] and not explain(
+                                self.names[i], self._etype(i, flat), _entity_of(self.kind, flat), round(score_from_p(p), 3)):
+                            # the caller only counts this one: same finding, no explanation
                             if findings is None:
                                 findings = []
-                            findings.append(self._finding(i, Score(score_from_p(p), raw, _with_calibration(expl, s, p, info)),
-                                                          flat, g))
+                            findings.append(self._finding(i, Score(score_from_p(p), raw, None), flat, g))
+                        else:
+                            if core:
+                                expl = det._explain(ctx, g)
+                            if expl is not None:
+                                if findings is None:
+                                    findings = []
+                                findings.append(self._finding(i, Score(score_from_p(p), raw, _with_calibration(expl, s, p, info)),
+                                                              flat, g))
                 cal.observe(i, s, r, ts)
             if core:
                 det._learn(flat, ts, g, s, ctx)
@@ -381,10 +405,17 @@ class DetectorSuite:
                     grp.stats.setdefault(key, _new_peer_sketch(cast(DayCalibration, cfg), ts, dense))
             grp = grp.parent
 
-    def _finding(self, i: int, s: Score, flat: dict[str, Any], g: Any) -> Finding:
-        name, etype, title, techniques = self._meta[i]
+    def _etype(self, i: int, flat: dict[str, Any]) -> str:
+        """Detector ``i``'s entity type for this event (a "user" detector's entity is
+        typed by ``ueba.identity.type``: service account, API key...)."""
+        etype: str = self._meta[i][1]
         if etype == "user":
             etype = _ENTITY_TYPES.get(flat.get("ueba.identity.type"), "user")  # type: ignore[arg-type]
+        return etype
+
+    def _finding(self, i: int, s: Score, flat: dict[str, Any], g: Any) -> Finding:
+        name, _etype, title, techniques = self._meta[i]
+        etype = self._etype(i, flat)
         extra: dict[str, Any] = {"stream": self.kind}
         if g is not None:
             extra["peer_group"] = g.name
@@ -394,7 +425,7 @@ class DetectorSuite:
             entity=_entity_of(self.kind, flat),
             score=round(s.score, 3),
             title=title,
-            explanation=s.explanation,  # type: ignore[arg-type]
+            explanation=s.explanation,
             techniques=techniques,
             raw=s.raw,
             extra=extra,

@@ -184,6 +184,7 @@ def create_app(
             rules=rules,
             cache_keys=cache_keys,
             dedupe=kind == "source",
+            policy=policy,
         )
         caches.append(processor.cache)
         events_counter = METRICS.events.labels(stream=kind)
@@ -200,6 +201,7 @@ def create_app(
             sends: list[tuple[Any, bytes, bytes, Any]] = []
             dead: list[tuple[Any, str, str, str]] = []
             stamps: list[float] = []
+            held: dict[str, int] = {}
             for message in batch:
                 reader.message = message
                 try:
@@ -217,6 +219,8 @@ def create_app(
                     continue
                 arrival = _arrival_of(message)
                 stamps.append(arrival)
+                for reason in result.held:
+                    held[reason] = held.get(reason, 0) + 1
                 if result.alerts:
                     # the input's arrival in Kafka travels with its candidates (event-to-alert latency)
                     arrived = _arrival_header(arrival)
@@ -232,6 +236,8 @@ def create_app(
             # settle (processor.flush), and only then are the offsets acked.
             await _deliver_batch(app, sends, dead, dead_letter)
             events_counter.inc(len(batch))
+            for reason, n in held.items():
+                METRICS.held.labels(stream=kind, reason=reason).inc(n)
             METRICS.last_progress.set(_observe_live(processing, stamps))
 
         register(topic, score, processor.flush, reader, write)

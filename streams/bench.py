@@ -134,6 +134,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores since boot (Linux /proc/stat)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return float(sum(fields) - idle), float(sum(fields))
+
+
 def run_workers(
     s: Settings,
     warm: list[tuple[str, bytes, bytes]],
@@ -180,14 +190,17 @@ def run_workers(
         t.start()
         start = done_at = None
         cpu0 = cpu1 = 0.0
+        busy0 = busy1 = (0.0, 0.0)
         while time.monotonic() < deadline:
             total = _total(ports) - base
             if total > 0 and start is None:
                 start = time.monotonic()
                 cpu0 = sum(_cpu_seconds(p.pid) for p in procs)
+                busy0 = _machine_busy()
             if total >= len(measured):
                 done_at = time.monotonic()
                 cpu1 = sum(_cpu_seconds(p.pid) for p in procs)
+                busy1 = _machine_busy()
                 break
             time.sleep(0.1)
         t.join(60)
@@ -202,6 +215,9 @@ def run_workers(
             rate_out = len(measured) / max(done_at - start, 1e-9)
             cpu = cpu1 - cpu0
             LAST_RUN.update(cpu_us_per_event=cpu / len(measured) * 1e6, cpu_share=cpu / max(done_at - start, 1e-9) / workers)
+            if busy1[1] > busy0[1]:
+                # every process on the machine: the workers, the broker, the benchmark's producer, others
+                LAST_RUN["machine_busy"] = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
     finally:
         for p in procs:
             if p.poll() is None:
@@ -217,7 +233,10 @@ def run_workers(
 def _cpu_note() -> str:
     if not LAST_RUN:
         return "CPU not measured"
-    return f"{LAST_RUN['cpu_us_per_event']:.0f} us of worker CPU per event, each worker busy {LAST_RUN['cpu_share']:.0%} of the time"
+    note = f"{LAST_RUN['cpu_us_per_event']:.0f} us of worker CPU per event, each worker busy {LAST_RUN['cpu_share']:.0%} of the time"
+    if "machine_busy" in LAST_RUN:
+        note += f"; all {os.cpu_count()} cores {LAST_RUN['machine_busy']:.0%} busy (workers, broker, producer)"
+    return note
 
 
 def _buckets(text: str, name: str) -> dict[float, float]:

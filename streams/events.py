@@ -31,6 +31,8 @@ import msgspec
 import orjson
 from msgspec import Meta
 
+from detectors.flat import flatten, has_dotted_keys
+
 from .errors import EventError
 
 StreamKind = Literal["access", "api", "telemetry"]
@@ -354,25 +356,6 @@ def expand_dotted(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Objects kept whole in the flat view: maps of user-chosen names, not ECS fields.
-_FLAT_LEAVES = frozenset(("features", "histograms"))
-
-
-def _flatten_into(d: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
-    for k, v in d.items():
-        if type(v) is dict and v and k not in _FLAT_LEAVES:
-            _flatten_into(v, prefix + k + ".", out)
-        else:
-            out[prefix + k] = v
-
-
-def flatten(doc: dict[str, Any]) -> dict[str, Any]:
-    """Dotted view of a nested document (``{"user.name": ...}``). Lists stay values."""
-    out: dict[str, Any] = {}
-    _flatten_into(doc, "", out)
-    return out
-
-
 def identity_of(kind: str, flat: dict[str, Any]) -> str | None:
     """The entity an event is keyed by (the Kafka message key)."""
     if kind == "access":
@@ -433,7 +416,7 @@ def parse_event(kind: str, raw: bytes | str | dict[str, Any], *, max_bytes: int 
         raise EventError("not_object", f"JSON value is a {type(obj).__name__}, expected an object")
     if "@timestamp" not in obj:
         raise EventError("missing_timestamp", "field @timestamp is required")
-    doc = expand_dotted(obj) if any("." in k for k in obj if not k.startswith("@")) else obj
+    doc = expand_dotted(obj) if has_dotted_keys(obj) else obj
     try:
         model = msgspec.convert(doc, model_type, strict=False)
     except msgspec.ValidationError as exc:

@@ -18,6 +18,12 @@ class Metrics:
             "ueba_deadletters_total", "Records sent to the dead-letter topic, by source topic and reason", ["stream", "reason"], registry=r
         )
         self.alerts = Counter("ueba_alerts_total", "Alerts emitted, by detector or rule", ["source"], registry=r)
+        self.held = Counter(
+            "ueba_findings_held_total",
+            "Detector findings the scoring stage did not send on: dropped by the policy, or repeats counted in an open suppression window",
+            ["stream", "reason"],
+            registry=r,
+        )
         self.indexed = Counter("ueba_sink_documents_total", "Documents acknowledged by the search engine", ["index"], registry=r)
         self.sink_retries = Counter("ueba_sink_retries_total", "Bulk requests retried", registry=r)
         self.latency = Histogram(

@@ -2,7 +2,7 @@
 replay. Nothing here knows about Kafka or Faust; state lives in any
 ``MutableMapping[bytes, bytes]`` (a Faust table in the stream, a dict in replay).
 
-Per-identity state is an envelope ``[last_position, scorer_state, pending, seen, rules]``:
+Per-identity state is an envelope ``[last_position, scorer_state, pending, seen, rules, quiet]``:
 
 * ``last_position`` is the Kafka offset (stream) or input line (replay) of the
   last event applied for this identity. A redelivered event (position not
@@ -22,6 +22,10 @@ Per-identity state is an envelope ``[last_position, scorer_state, pending, seen,
   ``last_position``: a redelivered event is skipped before rules run, so it
   never counts twice in a correlation either. Empty when no correlation of
   this partition has state for the key.
+* ``quiet``: the open suppression windows of this key's detector alerts
+  (``streams.risk``): with a policy, a detector's repeats within a window
+  are counted here and not sent; only the alert that opens a window and the
+  count updates go on to the alert stage.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from detectors.base import Finding
 
 from .alerts import Alert, alert_id, context_of, event_fingerprint, severity_of
 from .events import Event
+from .policy import Policy
+from .risk import Suppressed, count_repeat, drop_reason, find_window, open_window, would_update
 from .statecache import StateCache
 
 log = logging.getLogger("ueba.pipeline")
@@ -68,6 +74,8 @@ class _Envelope(msgspec.Struct, array_like=True):
     seen: list[int] = []
     # Sigma correlation state of this key (streams.rulerun.RuleRunner.dump_state)
     rules: bytes = b""
+    # open suppression windows of this key's detector alerts (with a policy)
+    quiet: list[Suppressed] = []
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -79,20 +87,25 @@ class _Live:
 
     ``rules``: the correlation state, as bytes until a correlation needs it decoded."""
 
-    __slots__ = ("last", "state", "pending", "seen", "rules")
+    __slots__ = ("last", "state", "pending", "seen", "rules", "quiet")
 
-    def __init__(self, last: int, state: Any, pending: list[tuple[int, float, list[bytes]]], seen: list[int], rules: Any = b"") -> None:
+    def __init__(self, last: int, state: Any, pending: list[tuple[int, float, list[bytes]]], seen: list[int], rules: Any = b"",
+                 quiet: list[Suppressed] | None = None) -> None:
         self.last = last
         self.state = state
         self.pending = pending
         self.seen = seen
         self.rules = rules
+        self.quiet = quiet if quiet is not None else []
 
 
 @dataclass(slots=True)
 class ProcessResult:
     alerts: list[Alert] = field(default_factory=list)
     redelivered: bool = False
+    #: why findings were not sent as candidates (the policy's drop reasons, or
+    #: "suppressed": a repeat counted in an open window)
+    held: list[str] = field(default_factory=list)
 
 
 def _default_peers() -> Any:
@@ -119,7 +132,8 @@ def alert_from_finding(f: Finding, event: Event, *, min_score: float = 0.0) -> A
     fp = event_fingerprint(event.doc)
     source = f"detector:{f.detector}"
     level, severity = severity_of(f.score)
-    expl = f.explanation.to_dict()
+    # (a finding without explanation is one this stage only counts; see InputProcessor._candidates)
+    expl = f.explanation.to_dict() if f.explanation is not None else {"reason": f.title}
     return Alert(
         id=alert_id(source, f.entity_type, f.entity, fp),
         ts=event.ts,
@@ -159,6 +173,7 @@ class InputProcessor:
         rules: Any = None,
         cache_keys: int = 0,
         dedupe: bool = False,
+        policy: Policy | None = None,
     ) -> None:
         self.kind = kind
         self.scorer = scorer
@@ -171,13 +186,21 @@ class InputProcessor:
         self.rules = rules
         #: also recognise an event seen before at another position by its fingerprint
         self.dedupe = dedupe
+        #: with a policy, detector findings are dropped and their repeats suppressed
+        #: here, as the alert stage would (see streams.risk); without, all are sent
+        self.policy = policy
+        self.window = policy.suppression.window_seconds if policy is not None else 0.0
+        #: the detector suite asks, before it explains a finding, whether the alert will
+        #: be sent (DetectorSuite.process's ``explain``): a repeat only counted is not explained
+        self._ask = policy is not None and getattr(scorer, "explains_on_demand", False) is True
+        self._asking: tuple[Event, list[Suppressed]] | None = None
         #: with ``cache_keys`` > 0, decoded states stay in a write-behind cache and
         #: reach the store only on :meth:`flush` (the caller flushes before it acks)
         self.cache: StateCache[_Live] | None = StateCache(self._decode, self._encode, max_keys=cache_keys) if cache_keys > 0 else None
 
     def _decode(self, raw: bytes) -> _Live:
         env = _dec.decode(raw)
-        return _Live(env.last, self.scorer.loads(env.state), env.pending, env.seen, env.rules)
+        return _Live(env.last, self.scorer.loads(env.state), env.pending, env.seen, env.rules, env.quiet)
 
     def _encode(self, live: _Live) -> bytes:
         corr = live.rules
@@ -185,7 +208,7 @@ class InputProcessor:
             corr = self.rules.dump_state(corr, self.kind)
         elif type(corr) is not bytes:
             corr = b""
-        return _enc.encode(_Envelope(live.last, self.scorer.dumps(live.state), live.pending, live.seen, corr))
+        return _enc.encode(_Envelope(live.last, self.scorer.dumps(live.state), live.pending, live.seen, corr, live.quiet))
 
     def flush(self, write: Callable[[bytes, bytes, Any], None]) -> int:
         """Write the cached states changed since the last flush (no-op without a cache)."""
@@ -211,7 +234,7 @@ class InputProcessor:
                 return ProcessResult(redelivered=True)
             if self.dedupe and fp in live.seen:
                 # the same event again at a new position (re-sent after a crash): applied already
-                new = _Live(position, live.state, [], live.seen, live.rules)
+                new = _Live(position, live.state, [], live.seen, live.rules, live.quiet)
                 if cache is not None:
                     cache.put(key, new, tag)
                 else:
@@ -220,13 +243,25 @@ class InputProcessor:
             state = live.state
             seen = live.seen
             corr = live.rules
+            quiet = live.quiet
         else:
             state = self.scorer.new_state()
             seen = []
             corr = b""
+            quiet = []
+        held: list[str] = []
         try:
-            findings = self.scorer.process(state, event.flat, event.ts, self.peers)
-            alerts = [alert_from_finding(f, event) for f in findings if f.score >= self.min_score]
+            if self._ask:
+                self._asking = (event, quiet)
+                findings = self.scorer.process(state, event.flat, event.ts, self.peers, self._will_send)  # type: ignore[call-arg]
+            else:
+                findings = self.scorer.process(state, event.flat, event.ts, self.peers)
+            if not findings:
+                alerts = []
+            elif self.policy is None:
+                alerts = [alert_from_finding(f, event) for f in findings if f.score >= self.min_score]
+            else:
+                alerts, quiet = self._candidates(findings, event, quiet, held)
             if self.rules is not None:
                 rule_alerts, corr = self.rules.evaluate(event, corr, self.kind)
                 if rule_alerts:
@@ -239,12 +274,79 @@ class InputProcessor:
             raise
         if self.dedupe:
             seen = seen[-(KEEP_SEEN - 1) :] + [fp]
-        new = _Live(position, state, [], seen, corr)
+        new = _Live(position, state, [], seen, corr, quiet)
         if cache is not None:
             cache.put(key, new, tag)
         else:
             store[key] = self._encode(new)
-        return ProcessResult(alerts=alerts)
+        return ProcessResult(alerts=alerts, held=held)
+
+    def _candidates(self, findings: list[Finding], event: Event, quiet: list[Suppressed], held: list[str]
+                    ) -> tuple[list[Alert], list[Suppressed]]:
+        """The candidates ``findings`` make, with the policy and this key's suppression
+        windows applied as the alert stage applies them (``streams.risk``): dropped
+        findings and silent repeats are only counted (in ``held``); a repeat due for
+        a count update is sent as one (the window's first alert id, its count); a
+        finding outside every window opens one. Every finding on this key comes
+        from here, so the windows are the alert stage's own, and nothing it would
+        act on is held back. The alert is built only for what is sent."""
+        policy = self.policy
+        assert policy is not None
+        window = self.window
+        ts = event.ts
+        flat = event.flat
+        out: list[Alert] = []
+        for f in findings:
+            if f.score < self.min_score:
+                continue
+            source = "detector:" + f.detector
+            reason = drop_reason(policy, source=source, rule_id="ueba-" + f.detector, kind="detector", entity_type=f.entity_type,
+                                 entity=f.entity, score=float(f.score), ts=ts, user_name=flat.get("user.name"),
+                                 source_ip=flat.get("source.ip"))
+            if reason is not None:
+                held.append(reason)
+                continue
+            if f.entity != event.identity:  # not this key's entity: the alert stage suppresses it
+                out.append(alert_from_finding(f, event))
+                continue
+            tag = source + "\x1f" + f.entity_type
+            s = find_window(quiet, tag, ts, window)
+            if s is None:
+                alert = alert_from_finding(f, event)
+                if window > 0:
+                    quiet = open_window(quiet, tag, alert.id, ts, window)
+                out.append(alert)
+            elif count_repeat(s, ts):
+                if f.explanation is None:  # cannot happen (see _will_send), but never lose an update
+                    log.warning("a count update of %s on %s was not explained", source, f.entity)
+                alert = alert_from_finding(f, event)
+                alert.id, alert.count, alert.first_seen, alert.last_seen = s.alert_id, s.count, s.first, s.last
+                out.append(alert)
+            else:
+                held.append("suppressed")
+        return out, quiet
+
+    def _will_send(self, detector: str, entity_type: str, entity: str, score: float) -> bool:
+        """Will :meth:`_candidates` send a finding of ``detector`` with this score on the
+        current event? False only for what it holds back: under ``min_score``,
+        dropped by the policy, or a repeat in an open window with no count update
+        due. It decides exactly as _candidates will (same state, nothing changed in
+        between but other detectors' windows), and changes nothing."""
+        assert self._asking is not None and self.policy is not None
+        event, quiet = self._asking
+        if score < self.min_score:
+            return False
+        flat = event.flat
+        if drop_reason(self.policy, source="detector:" + detector, rule_id="ueba-" + detector, kind="detector",
+                       entity_type=entity_type, entity=entity, score=score, ts=event.ts,
+                       user_name=flat.get("user.name"), source_ip=flat.get("source.ip")) is not None:
+            return False
+        if entity != event.identity:
+            return True  # sent as it is (the alert stage suppresses it)
+        s = find_window(quiet, "detector:" + detector + "\x1f" + entity_type, event.ts, self.window)
+        if s is None:
+            return True
+        return would_update(s, event.ts)
 
 
 def _h64(text: str) -> int:

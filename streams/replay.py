@@ -119,13 +119,16 @@ class Replayer:
     ) -> None:
         # The same write-behind state caches as the worker (streams.statecache), flushed
         # every FLUSH_EVERY records and at the end, so replay exercises that path too.
+        policy = policy or Policy()
         self.inputs = {
-            k: InputProcessor(k, scorer_factory(k), min_score=min_score, rules=rules, cache_keys=cache_keys) for k in STREAM_KINDS
+            k: InputProcessor(k, scorer_factory(k), min_score=min_score, rules=rules, cache_keys=cache_keys, policy=policy)
+            for k in STREAM_KINDS
         }
         #: login events re-keyed by source.ip, as the stream's access-by-source topic does;
         #: it also runs the rule correlations grouped by source.ip (password spraying)
         self.source = (
-            InputProcessor("source", scorer_factory("source"), min_score=min_score, rules=rules, cache_keys=cache_keys, dedupe=True)
+            InputProcessor("source", scorer_factory("source"), min_score=min_score, rules=rules, cache_keys=cache_keys, dedupe=True,
+                           policy=policy)
             if by_source
             else None
         )
@@ -176,10 +179,16 @@ class Replayer:
         self.stats.events[kind] += 1
         result = self.inputs[kind].process(self.state[kind], event, self.position)
         candidates = list(result.alerts)
+        held = result.held
         if self.source is not None and kind == "access":
             sv = source_view(event)
             if sv is not None:
-                candidates.extend(self.source.process(self.state["source"], sv, self.position).alerts)
+                by_source = self.source.process(self.state["source"], sv, self.position)
+                candidates.extend(by_source.alerts)
+                held = held + by_source.held
+        for reason in held:
+            # findings the scoring stage dropped or suppressed itself (as the alert stage would)
+            self.stats.dropped[reason] += 1
         out: list[Alert] = []
         for cand in candidates:
             self.stats.candidates += 1

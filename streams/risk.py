@@ -4,6 +4,17 @@ mode, and the decaying entity risk score with its level changes.
 Runs keyed by entity (``<entity_type>:<entity>``): in the stream, an agent on
 the candidates topic; in replay, the same :class:`AlertProcessor` over a dict.
 
+Suppression of a detector's repeats happens one stage earlier. A detector's
+findings on an entity all come from the scoring stage that holds that
+entity's state (the input topic is keyed by it), so that stage applies the
+stateless policy (:func:`drop_reason`) and the suppression windows
+(:func:`find_window`, :func:`count_repeat`, :func:`open_window`) itself and
+sends only what this stage would act on: the alert that opens a window, and
+the count updates (a candidate with ``count`` > 1 and the first alert's id).
+An extraction attack raises a finding on almost every query; each one used
+to be built, sent through Kafka, read back and suppressed here. Rule alerts
+(whose entity need not be the scoring stage's key) are suppressed here.
+
 Risk model. Each alert contributes ``score * criticality`` points. Points
 decay with the policy's half-life (event time), so an entity cools down when
 it behaves. The 0-100 risk score is ``100 * (1 - exp(-points / 100))``: one
@@ -48,7 +59,11 @@ class _Contribution(msgspec.Struct, array_like=True):
     points: float
 
 
-class _Suppressed(msgspec.Struct, array_like=True):
+class Suppressed(msgspec.Struct, array_like=True):
+    """One open suppression window: the alert that opened it and its repeats.
+    ``source`` is the alert's source (in the scoring stage's windows, followed
+    by ``\x1f`` and the entity type)."""
+
     source: str
     alert_id: str
     first: float
@@ -63,7 +78,7 @@ class EntityState(msgspec.Struct, array_like=True):
     level: str = "low"
     alerts: int = 0
     contributions: list[_Contribution] = []
-    suppressed: list[_Suppressed] = []
+    suppressed: list[Suppressed] = []
     last: int = -1  # last applied position (idempotence)
     #: 64-bit hashes of recent candidate ids: a candidate re-sent after a worker
     #: restart arrives at a new offset, so the position check alone cannot catch it.
@@ -184,18 +199,11 @@ class AlertProcessor:
 
     def dropped_reason(self, alert: Alert) -> str | None:
         """Why a candidate is not alerted at all (before any state), or None."""
-        p = self.policy
-        if alert.rule_id in p.allow.rules or alert.source in p.allow.rules:
-            return "allowed_rule"
-        if alert.entity in p.allow.identities or alert.context.get("user.name") in p.allow.identities:
-            return "allowed_identity"
-        if p.allow.allows_ip(alert.context.get("source.ip")) or (alert.entity_type == "source_ip" and p.allow.allows_ip(alert.entity)):
-            return "allowed_ip"
-        if alert.score < p.thresholds.for_source(alert.source, alert.rule_id):
-            return "below_threshold"
-        if alert.kind == "detector" and p.learning.active(alert.ts):
-            return "learning"
-        return None
+        return drop_reason(
+            self.policy, source=alert.source, rule_id=alert.rule_id, kind=alert.kind, entity_type=alert.entity_type,
+            entity=alert.entity, score=alert.score, ts=alert.ts, user_name=alert.context.get("user.name"),
+            source_ip=alert.context.get("source.ip"),
+        )
 
     def process(self, store: MutableMapping[bytes, bytes], alert: Alert, position: int | None = None, tag: Any = None) -> AlertOutcome:
         """Apply the policy to one candidate of an entity. A candidate at a
@@ -210,7 +218,9 @@ class AlertProcessor:
             st = EntityState()
         if position is not None and position <= st.last:
             return AlertOutcome(dropped="redelivered")
-        h = _h64(alert.id)
+        # A count update of repeats the scoring stage suppressed shares its first alert's
+        # id: it is told apart by its count.
+        h = _h64(alert.id) if alert.count <= 1 else (_h64(alert.id) + alert.count * 0x9E3779B97F4A7C15) & 0x7FFFFFFFFFFFFFFF
         if h in st.seen:
             if position is not None:
                 st.last = position
@@ -231,19 +241,25 @@ class AlertProcessor:
     def _apply(self, st: EntityState, alert: Alert) -> AlertOutcome:
         p = self.policy
         ts = alert.ts
+        if alert.count > 1:
+            # A count update the scoring stage made of repeats it suppressed itself
+            # (see count_repeat): already counted there; keep the window's entry in step.
+            for s in st.suppressed:
+                if s.alert_id == alert.id and s.source == alert.source:
+                    s.count = max(s.count, alert.count)
+                    s.last = max(s.last, alert.last_seen if alert.last_seen is not None else ts)
+                    s.emitted = max(s.emitted, ts)
+                    break
+            return AlertOutcome(alert=alert, dropped="suppressed", update=True, risk_score=risk_score(st.points))
         # Suppression: same source and entity within the window => one alert, counted.
         window = p.suppression.window_seconds
-        for s in st.suppressed:
-            if s.source == alert.source and window > 0 and ts - s.first < window and ts >= s.first:
-                s.count += 1
-                s.last = max(s.last, ts)
-                if s.count & (s.count - 1) == 0 or ts - max(s.emitted, s.first) >= UPDATE_EVERY:
-                    s.emitted = ts
-                    upd = _copy_alert(alert, id=s.alert_id, count=s.count, first_seen=s.first, last_seen=s.last)
-                    return AlertOutcome(alert=upd, dropped="suppressed", update=True, risk_score=risk_score(st.points))
-                return AlertOutcome(dropped="suppressed", risk_score=risk_score(st.points))
-        st.suppressed = [s for s in st.suppressed if ts - s.first < window][-(KEEP_SUPPRESSIONS - 1):]
-        st.suppressed.append(_Suppressed(alert.source, alert.id, ts, ts, 1))
+        s = find_window(st.suppressed, alert.source, ts, window)
+        if s is not None:
+            if count_repeat(s, ts):
+                upd = _copy_alert(alert, id=s.alert_id, count=s.count, first_seen=s.first, last_seen=s.last)
+                return AlertOutcome(alert=upd, dropped="suppressed", update=True, risk_score=risk_score(st.points))
+            return AlertOutcome(dropped="suppressed", risk_score=risk_score(st.points))
+        st.suppressed = open_window(st.suppressed, alert.source, alert.id, ts, window)
         # Risk: decay to now, add this alert's points.
         prev_score = risk_score(self._decayed(st, ts))
         crit = p.risk.criticality.of(alert.entity_type, alert.entity)
@@ -290,6 +306,63 @@ class AlertProcessor:
             return 0.0, "low"
         s = risk_score(self._decayed(st, ts))
         return s, self.policy.risk.level_of(s)
+
+
+def drop_reason(policy: Policy, *, source: str, rule_id: str, kind: str, entity_type: str, entity: str, score: float,
+                ts: float, user_name: Any = None, source_ip: Any = None) -> str | None:
+    """Why the policy drops a candidate before any state (allow-lists, per-rule
+    thresholds, learning mode), or None. Stateless: the scoring stage applies it
+    to detector findings before it builds them into candidates, the alert stage
+    to every candidate."""
+    p = policy
+    if rule_id in p.allow.rules or source in p.allow.rules:
+        return "allowed_rule"
+    if entity in p.allow.identities or user_name in p.allow.identities:
+        return "allowed_identity"
+    if p.allow.allows_ip(source_ip) or (entity_type == "source_ip" and p.allow.allows_ip(entity)):
+        return "allowed_ip"
+    if score < p.thresholds.for_source(source, rule_id):
+        return "below_threshold"
+    if kind == "detector" and p.learning.active(ts):
+        return "learning"
+    return None
+
+
+def find_window(entries: list[Suppressed], source: str, ts: float, window: float) -> Suppressed | None:
+    """The open suppression window of ``source`` that ``ts`` falls in, or None
+    (none open, or suppression off: ``window`` <= 0)."""
+    if window <= 0:
+        return None
+    for s in entries:
+        if s.source == source and ts - s.first < window and ts >= s.first:
+            return s
+    return None
+
+
+def would_update(s: Suppressed, ts: float) -> bool:
+    """Would one more repeat in window ``s`` at ``ts`` be due for a count update?
+    (The count reaching a power of two, or UPDATE_EVERY since the last update.)"""
+    n = s.count + 1
+    return n & (n - 1) == 0 or ts - max(s.emitted, s.first) >= UPDATE_EVERY
+
+
+def count_repeat(s: Suppressed, ts: float) -> bool:
+    """Count one more repeat in window ``s``; True when a count update is due
+    (:func:`would_update`)."""
+    due = would_update(s, ts)
+    s.count += 1
+    s.last = max(s.last, ts)
+    if due:
+        s.emitted = ts
+    return due
+
+
+def open_window(entries: list[Suppressed], source: str, alert_id: str, ts: float, window: float) -> list[Suppressed]:
+    """``entries`` with a new window for ``source`` opened by ``alert_id`` at ``ts``
+    (closed windows forgotten, at most KEEP_SUPPRESSIONS kept)."""
+    kept = [s for s in entries if ts - s.first < window][-(KEEP_SUPPRESSIONS - 1):]
+    kept.append(Suppressed(source, alert_id, ts, ts, 1))
+    return kept
 
 
 def _h64(text: str) -> int:

@@ -1,5 +1,7 @@
 """The stream benchmark reads its latency figures from the worker's Prometheus text."""
 
+import time
+
 from streams.bench import p99_from_histogram
 
 TEXT = """# HELP ueba_event_processing_seconds x
@@ -49,3 +51,17 @@ ueba_event_to_alert_seconds_bucket{le="+Inf"} 8.0
 """
     assert p99_from_histogram(after) == (float("inf"), 8)
     assert p99_from_histogram(after, since=before) == (0.5, 4)
+
+
+def test_machine_busy_counts_every_core_and_grows_with_work():
+    from streams.bench import _machine_busy
+
+    busy0, total0 = _machine_busy()
+    x = 0
+    for i in range(2_000_000):
+        x += i
+    time.sleep(0.05)
+    busy1, total1 = _machine_busy()
+    assert 0 < busy0 <= total0 and busy1 <= total1
+    assert busy1 > busy0 and total1 > total0  # this process was busy meanwhile
+    assert (busy1 - busy0) <= (total1 - total0)
