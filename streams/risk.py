@@ -26,6 +26,7 @@ the alerts that contributed most.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -366,7 +367,12 @@ def open_window(entries: list[Suppressed], source: str, alert_id: str, ts: float
 
 
 def _h64(text: str) -> int:
-    return int(text[:16], 16) if len(text) >= 16 and all(c in "0123456789abcdef" for c in text[:16]) else hash(text) & 0x7FFFFFFFFFFFFFFF
+    """A 63-bit hash of an alert id that is the same in every process (the ids it
+    is kept for are compared after restarts): the id's own leading hex digits, or
+    BLAKE2b of an id that is not hex. (Python's ``hash`` of a str is salted per process.)"""
+    if len(text) >= 16 and all(c in "0123456789abcdef" for c in text[:16]):
+        return int(text[:16], 16)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") & 0x7FFFFFFFFFFFFFFF
 
 
 def _copy_alert(a: Alert, **changes: Any) -> Alert:

@@ -127,3 +127,21 @@ def test_a_candidate_resent_after_a_restart_is_not_counted_again():
     assert third.dropped == "suppressed"  # counted (3), not re-emitted
     fourth = proc.process(store, alert(3, ts=1300), position=6)
     assert fourth.alert.id == "a0" and fourth.alert.count == 4
+
+
+def test_the_candidate_id_hash_is_the_same_in_every_process():
+    """The entity state keeps hashes of recent candidate ids to drop a candidate
+    re-sent after a restart: the hash must not depend on the process (Python's str
+    hash is salted per process), also for an id that is not hex."""
+    import subprocess
+    import sys
+
+    code = "from streams.risk import _h64; print(_h64('rule-x:not-hex-id'), _h64('0123456789abcdef0123'))"
+    outs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outs) == 1
+    a, b = map(int, outs.pop().split())
+    assert b == 0x0123456789ABCDEF and 0 <= a < 2**63
