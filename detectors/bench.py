@@ -187,27 +187,19 @@ def _bench_suite(kind: str, events: list[tuple[str, dict, float]], config: Any =
     states: dict[str, Any] = {}
     n_find = 0
     process = suite.process
+    ask, after = _worker_windows() if as_worker else (None, None)
     gc.collect()
-    if as_worker:
-        ask, after = _worker_windows()
-        t0 = _clock()
-        for ent, ev, ts in events:
-            st = states.get(ent)
-            if st is None:
-                st = states[ent] = suite.new_state()
-            found = process(st, ev, ts, peers, ask(ent, ts))
-            if found:
-                n_find += len(found)
+    t0 = _clock()
+    for ent, ev, ts in events:
+        st = states.get(ent)
+        if st is None:
+            st = states[ent] = suite.new_state()
+        found = process(st, ev, ts, peers, ask(ent, ts) if ask is not None else None)
+        if found:
+            n_find += len(found)
+            if after is not None:
                 after(ent, ts, found)
-        dt = _clock() - t0
-    else:
-        t0 = _clock()
-        for ent, ev, ts in events:
-            st = states.get(ent)
-            if st is None:
-                st = states[ent] = suite.new_state()
-            n_find += len(process(st, ev, ts, peers))
-        dt = _clock() - t0
+    dt = _clock() - t0
     sizes = [len(suite.dumps(s)) for s in states.values()]
     return dt / len(events) * 1e6, sum(sizes) / len(sizes), max(sizes), n_find
 
@@ -216,7 +208,7 @@ def _worker_windows(window: float = 3600.0) -> tuple[Any, Any]:
     """The worker's suppression windows (``streams.risk``, default policy), as the
     suites' ``explain`` hook sees them: ``ask(entity, ts)`` makes the hook for an
     event, ``after(entity, ts, findings)`` opens and counts the windows."""
-    from streams.risk import count_repeat, find_window, open_window, would_update
+    from streams.risk import count_repeat, find_window, open_window, would_send
 
     windows: dict[str, list[Any]] = {}
 
@@ -224,8 +216,7 @@ def _worker_windows(window: float = 3600.0) -> tuple[Any, Any]:
         wins = windows.get(ent, [])
 
         def explain(det: str, etype: str, entity: str, score: float) -> bool:
-            s = find_window(wins, det + "\x1f" + etype, ts, window)
-            return s is None or would_update(s, ts)
+            return would_send(wins, det + "\x1f" + etype, ts, window)
 
         return explain
 

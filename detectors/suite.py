@@ -374,20 +374,19 @@ class DetectorSuite:
                     hit = cal.p_day_hit(i, r, _judge(key, g, ts, cfg, who), who, cfg, ts, dense, min_score)
                     if hit is not None:
                         p, info = hit
+                        found: Score | None = None
                         if core and explain is not None and self._askable[i] and not explain(
                                 self.names[i], self._etype(i, flat), _entity_of(self.kind, flat), round(score_from_p(p), 3)):
-                            # the caller only counts this one: same finding, no explanation
-                            if findings is None:
-                                findings = []
-                            findings.append(self._finding(i, Score(score_from_p(p), raw, None), flat, g))
+                            found = Score(score_from_p(p), raw, None)  # the caller only counts it: not explained
                         else:
                             if core:
                                 expl = det._explain(ctx, g)
                             if expl is not None:
-                                if findings is None:
-                                    findings = []
-                                findings.append(self._finding(i, Score(score_from_p(p), raw, _with_calibration(expl, s, p, info)),
-                                                              flat, g))
+                                found = Score(score_from_p(p), raw, _with_calibration(expl, s, p, info))
+                        if found is not None:
+                            if findings is None:
+                                findings = []
+                            findings.append(self._finding(i, found, flat, g))
                 cal.observe(i, s, r, ts)
             if core:
                 det._learn(flat, ts, g, s, ctx)

@@ -43,7 +43,7 @@ from detectors.base import Finding
 from .alerts import Alert, alert_id, context_of, event_fingerprint, severity_of
 from .events import Event
 from .policy import Policy
-from .risk import Suppressed, count_repeat, drop_reason, find_window, open_window, would_update
+from .risk import Suppressed, count_repeat, drop_reason, find_window, open_window, would_send
 from .statecache import StateCache
 
 log = logging.getLogger("ueba.pipeline")
@@ -290,26 +290,20 @@ class InputProcessor:
         finding outside every window opens one. Every finding on this key comes
         from here, so the windows are the alert stage's own, and nothing it would
         act on is held back. The alert is built only for what is sent."""
-        policy = self.policy
-        assert policy is not None
         window = self.window
         ts = event.ts
-        flat = event.flat
         out: list[Alert] = []
         for f in findings:
             if f.score < self.min_score:
                 continue
-            source = "detector:" + f.detector
-            reason = drop_reason(policy, source=source, rule_id="ueba-" + f.detector, kind="detector", entity_type=f.entity_type,
-                                 entity=f.entity, score=float(f.score), ts=ts, user_name=flat.get("user.name"),
-                                 source_ip=flat.get("source.ip"))
+            reason = self._dropped(f.detector, f.entity_type, f.entity, float(f.score), event)
             if reason is not None:
                 held.append(reason)
                 continue
             if f.entity != event.identity:  # not this key's entity: the alert stage suppresses it
                 out.append(alert_from_finding(f, event))
                 continue
-            tag = source + "\x1f" + f.entity_type
+            tag = _window_tag(f.detector, f.entity_type)
             s = find_window(quiet, tag, ts, window)
             if s is None:
                 alert = alert_from_finding(f, event)
@@ -318,7 +312,7 @@ class InputProcessor:
                 out.append(alert)
             elif count_repeat(s, ts):
                 if f.explanation is None:  # cannot happen (see _will_send), but never lose an update
-                    log.warning("a count update of %s on %s was not explained", source, f.entity)
+                    log.warning("a count update of detector %s on %s was not explained", f.detector, f.entity)
                 alert = alert_from_finding(f, event)
                 alert.id, alert.count, alert.first_seen, alert.last_seen = s.alert_id, s.count, s.first, s.last
                 out.append(alert)
@@ -332,21 +326,26 @@ class InputProcessor:
         dropped by the policy, or a repeat in an open window with no count update
         due. It decides exactly as _candidates will (same state, nothing changed in
         between but other detectors' windows), and changes nothing."""
-        assert self._asking is not None and self.policy is not None
+        assert self._asking is not None
         event, quiet = self._asking
-        if score < self.min_score:
-            return False
-        flat = event.flat
-        if drop_reason(self.policy, source="detector:" + detector, rule_id="ueba-" + detector, kind="detector",
-                       entity_type=entity_type, entity=entity, score=score, ts=event.ts,
-                       user_name=flat.get("user.name"), source_ip=flat.get("source.ip")) is not None:
+        if score < self.min_score or self._dropped(detector, entity_type, entity, score, event) is not None:
             return False
         if entity != event.identity:
             return True  # sent as it is (the alert stage suppresses it)
-        s = find_window(quiet, "detector:" + detector + "\x1f" + entity_type, event.ts, self.window)
-        if s is None:
-            return True
-        return would_update(s, event.ts)
+        return would_send(quiet, _window_tag(detector, entity_type), event.ts, self.window)
+
+    def _dropped(self, detector: str, entity_type: str, entity: str, score: float, event: Event) -> str | None:
+        """The policy's reason to drop a finding of ``detector`` on ``event`` (streams.risk.drop_reason)."""
+        assert self.policy is not None
+        flat = event.flat
+        return drop_reason(self.policy, source="detector:" + detector, rule_id="ueba-" + detector, kind="detector",
+                           entity_type=entity_type, entity=entity, score=score, ts=event.ts,
+                           user_name=flat.get("user.name"), source_ip=flat.get("source.ip"))
+
+
+def _window_tag(detector: str, entity_type: str) -> str:
+    """A detector's suppression windows in the scoring stage are kept per entity type."""
+    return "detector:" + detector + "\x1f" + entity_type
 
 
 def _h64(text: str) -> int:

@@ -347,6 +347,13 @@ def would_update(s: Suppressed, ts: float) -> bool:
     return n & (n - 1) == 0 or ts - max(s.emitted, s.first) >= UPDATE_EVERY
 
 
+def would_send(entries: list[Suppressed], source: str, ts: float, window: float) -> bool:
+    """Would an alert of ``source`` at ``ts`` be sent on: no window open for it, or
+    one open with a count update due? (Asks only; changes nothing.)"""
+    s = find_window(entries, source, ts, window)
+    return s is None or would_update(s, ts)
+
+
 def count_repeat(s: Suppressed, ts: float) -> bool:
     """Count one more repeat in window ``s``; True when a count update is due
     (:func:`would_update`)."""
