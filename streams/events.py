@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+import inspect
 import socket
 from typing import Annotated, Any, Literal
 
@@ -435,5 +436,18 @@ def parse_event(kind: str, raw: bytes | str | dict[str, Any], *, max_bytes: int 
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """JSON Schema (draft 2020-12) per stream, generated from the models."""
-    return {k: msgspec.json.schema(m) for k, m in MODELS.items()}
+    """JSON Schema (draft 2020-12) per stream, generated from the models.
+
+    Descriptions (the models' docstrings) are cleaned with ``inspect.cleandoc``:
+    msgspec 0.23 does so itself and earlier versions kept the indentation, and
+    the schema files must not depend on which one is installed."""
+    return {k: _clean_descriptions(msgspec.json.schema(m)) for k, m in MODELS.items()}
+
+
+def _clean_descriptions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _clean_descriptions(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
