@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,7 +37,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from .events import expand_dotted, flatten, identity_of
-from .kafka import ensure_topics
+from .kafka import admin, ensure_topics
 from .settings import Settings, get_settings, to_env
 
 
@@ -53,6 +54,25 @@ def _settings(base: Settings, tag: str, partitions: int, scorer: str) -> Setting
     )
     worker = base.worker.model_copy(update={"app_id": run, "data_dir": Path("/tmp") / run, "scorer": scorer})
     return base.model_copy(update={"topics": topics, "worker": worker})
+
+
+def cleanup(s: Settings) -> None:
+    """Delete what a run left: its topics (inputs, outputs and the workers' Faust
+    changelogs, all named after the run) and the workers' state directories.
+    Repeated runs used to pile up partitions on the broker until it ran out of
+    file handles ("Too many open files") and stopped."""
+    run = s.worker.app_id
+    try:
+        adm = admin(s)
+        names = [n for n in adm.list_topics(timeout=10).topics if n.startswith(run)]
+        for fut in (adm.delete_topics(names, operation_timeout=30).values() if names else ()):
+            fut.result(60)
+    except Exception as exc:  # noqa: BLE001 - a benchmark's tidy-up must not hide its figures
+        print(f"(could not delete the topics of {run}: {exc})", file=sys.stderr)
+    data = Path(s.worker.data_dir)
+    for d in [data, *data.parent.glob(f"{data.name}-*")]:
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _events(n: int, seed: int) -> list[tuple[str, bytes, bytes]]:
@@ -276,24 +296,38 @@ def main(argv: list[str] | None = None) -> None:
     n = len(events)
     print(f"events: {n} measured after {warm_n} warm-up (tiny preset, seed {args.seed}), partitions {args.partitions}, scorer {args.scorer}")
 
-    s1 = _settings(base, "one", args.partitions, args.scorer)
-    ensure_topics(s1)
-    _produce(s1, events)
-    ceiling = raw_consume_rate(s1, n)
+    runs: list[Settings] = []
+    try:
+        _measure(base, args, warm, events, runs)
+    finally:
+        for s in runs:
+            cleanup(s)
+
+
+def _measure(base: Settings, args: argparse.Namespace, warm: list[tuple[str, bytes, bytes]],
+             events: list[tuple[str, bytes, bytes]], runs: list[Settings]) -> None:
+    n = len(events)
+
+    def settings(tag: str) -> Settings:
+        s = _settings(base, tag, args.partitions, args.scorer)
+        runs.append(s)
+        ensure_topics(s)
+        return s
+
+    s0 = settings("raw")
+    _produce(s0, events)
+    ceiling = raw_consume_rate(s0, n)
     print(f"ceiling (raw confluent-kafka consume + JSON decode): {ceiling:,.0f} events/s")
-    s1 = _settings(base, "one", args.partitions, args.scorer)
-    ensure_topics(s1)
+    s1 = settings("one")
     one, _ = run_workers(s1, warm, events, 1)
     print(f"one worker:  {one:,.0f} events/s  ({one / ceiling:.1%} of the ceiling); {_cpu_note()}")
 
-    s2 = _settings(base, "two", args.partitions, args.scorer)
-    ensure_topics(s2)
+    s2 = settings("two")
     two, _ = run_workers(s2, warm, events, 2)
     print(f"two workers: {two:,.0f} events/s  ({two / one if one else float('nan'):.2f}x one worker); {_cpu_note()}")
 
     if one > 0:
-        s3 = _settings(base, "lat", args.partitions, args.scorer)
-        ensure_topics(s3)
+        s3 = settings("lat")
         half = one / 2
         m = min(n, int(half * 60))  # about a minute of traffic
         # Latency is measured from each input record's Kafka timestamp (its arrival), so the
