@@ -115,6 +115,7 @@ def create_app(
     conf.update(faust_overrides)
     app = batchdrain.BatchApp(settings.worker.app_id, **conf)
     app.ueba_fetch_max_wait_ms = settings.worker.fetch_max_wait_ms  # type: ignore[attr-defined]
+    app.ueba_settle_seconds = settings.worker.settle_seconds  # type: ignore[attr-defined]
     max_bytes = settings.worker.max_event_bytes
     min_score = settings.worker.min_score
     scorer_factory = scorer_factory or scorer_factory_for(settings)
@@ -196,8 +197,9 @@ def create_app(
 
         async def score(batch: list[Any]) -> None:
             # One fetched batch of this topic: state is read through the decoded-state
-            # cache, outputs are sent and acknowledged, each changed key is written
-            # to the table once, and only then are the batch's offsets acked.
+            # cache and outputs are sent; at the next settle, once Kafka acknowledged
+            # the outputs, each changed key is written to the table once, and only
+            # then are the batch's offsets acked.
             sends: list[tuple[Any, bytes, bytes, Any]] = []
             dead: list[tuple[Any, str, str, str]] = []
             stamps: list[float] = []
@@ -232,13 +234,14 @@ def create_app(
                     if sv is not None:
                         sends.append((bysource_topic, sv.identity.encode(), message.value, _arrival_header(arrival)))
             reader.message = None
-            # Outputs acknowledged by Kafka; the state follows at the consumer's next
-            # settle (processor.flush), and only then are the offsets acked.
-            await _deliver_batch(app, sends, dead, dead_letter)
+            # Outputs sent; the consumer's next settle waits for Kafka to acknowledge
+            # them, then writes the state (processor.flush) and acks the offsets.
+            # (the latency is observed once Kafka acknowledged the outputs)
+            await _deliver_batch(app, sends, dead, dead_letter, lambda: _observe_live(processing, stamps))
             events_counter.inc(len(batch))
             for reason, n in held.items():
                 METRICS.held.labels(stream=kind, reason=reason).inc(n)
-            METRICS.last_progress.set(_observe_live(processing, stamps))
+            METRICS.last_progress.set(time.time())
 
         register(topic, score, processor.flush, reader, write)
 
@@ -270,8 +273,8 @@ def create_app(
             if outcome.risk_change is not None:
                 sends.append((risk_topic, message.key, outcome.risk_change.to_json(), None))
         entity_reader.message = None
-        await _deliver_batch(app, sends, dead, dead_letter)
-        METRICS.last_progress.set(_observe_live(METRICS.latency, arrivals))
+        await _deliver_batch(app, sends, dead, dead_letter, lambda: _observe_live(METRICS.latency, arrivals))
+        METRICS.last_progress.set(time.time())
 
     register(candidates_topic, decide, alert_processor.flush, entity_reader, write_entities)
 
@@ -300,31 +303,31 @@ def create_app(
     return app
 
 
-async def _deliver_batch(app: faust.App, sends: list[tuple[Any, bytes, bytes, Any]], dead: list[tuple[Any, ...]], dead_letter: Callable[..., Any]) -> None:
-    """A batch's outputs, acknowledged by Kafka. If they cannot be written (Kafka
-    unreachable past the producer's retries), the worker crashes instead of going
-    on: the batch (and everything handled since the last settle) stays unacked
-    and unwritten, and a restarted worker gets it redelivered."""
+async def _deliver_batch(app: faust.App, sends: list[tuple[Any, bytes, bytes, Any]], dead: list[tuple[Any, ...]], dead_letter: Callable[..., Any],
+                         on_acked: Callable[[], Any] | None = None) -> None:
+    """Send a batch's outputs. The consumer's next settle waits until Kafka
+    acknowledged every one (``batchdrain.expect``), and only then writes the
+    batch's state and acks its offsets: a state that survives a crash never has
+    outputs that were lost, so a redelivered event whose state was applied needs
+    nothing re-sent. If they cannot be written (Kafka unreachable past the
+    producer's retries), the worker stops instead of going on: everything handled
+    since the last settle stays unacked and unwritten, and a restarted worker gets
+    it redelivered. ``on_acked`` is called once Kafka acknowledged them all (not if
+    one failed)."""
     try:
-        await _deliver(sends, dead, dead_letter)
+        futures = [await topic.send(key=key, value=value, headers=headers) for topic, key, value, headers in sends]
+        for args in dead:
+            futures.append(await dead_letter(*args))
+        if on_acked is not None:
+            if futures:
+                asyncio.gather(*futures).add_done_callback(lambda done: _call_if_delivered(done, on_acked))
+            else:
+                on_acked()
+        await batchdrain.expect(app, futures)
     except Exception as exc:
         log.critical("could not write a batch's outputs (%s: %s); stopping the worker so the batch is redelivered", type(exc).__name__, exc)
         await app.crash(exc)
         raise
-
-
-async def _deliver(sends: list[tuple[Any, bytes, bytes, Any]], dead: list[tuple[Any, ...]], dead_letter: Callable[..., Any]) -> None:
-    """Send a batch's outputs and wait until Kafka acknowledged every one.
-
-    The batch's state is written only after this returns: a state that survives
-    a crash then never has outputs that were lost, so a redelivered event whose
-    state was applied needs nothing re-sent. (A failure here raises: the agent
-    stops before writing state or acking, and the batch is redelivered.)"""
-    futures = [await topic.send(key=key, value=value, headers=headers) for topic, key, value, headers in sends]
-    for args in dead:
-        futures.append(await dead_letter(*args))
-    if futures:
-        await asyncio.gather(*futures)
 
 
 #: Header carrying an input event's Kafka record timestamp (ms) onto its candidates.
@@ -348,6 +351,11 @@ def _arrival_of(message: Any) -> float:
             except (TypeError, ValueError):
                 break
     return message.timestamp
+
+
+def _call_if_delivered(done: "asyncio.Future[Any]", call: Callable[[], Any]) -> None:
+    if not done.cancelled() and done.exception() is None:
+        call()
 
 
 def _observe_live(histogram: Any, stamps: list[float]) -> float:

@@ -19,9 +19,11 @@ replaces only that per-message hand-off for the topics the worker scores:
   recovery, ordinary agents) take Faust's usual path unchanged.
 * A batch is processed inline in the drain loop (aiokafka keeps fetching in
   its own thread meanwhile, so this is natural back-pressure). Its messages
-  are *tracked* before the handler runs; the handler returns once the batch's
-  outputs are in Kafka. State is written, and the messages *acked*, at the
-  next *settle*: every ``SETTLE_SECONDS`` or ``SETTLE_MESSAGES``, when a
+  are *tracked* before the handler runs; the handler sends the batch's
+  outputs and returns without waiting for the broker's acknowledgement (it
+  hands the futures to :func:`expect`). At the next *settle* the consumer
+  waits until Kafka acknowledged every output sent since the last one, then
+  state is written and the messages *acked*: every ``SETTLE_SECONDS`` or ``SETTLE_MESSAGES``, when a
   rebalance stops the flow, and on shutdown. So a rebalance waits for handled
   work (``wait_empty``) exactly as it waits for an agent's event, a committed
   offset never runs ahead of written state, and a busy key's state is written
@@ -109,6 +111,9 @@ class BatchingConsumer(_aiokafka.Consumer):
         self._settle_at = 0.0
         self._settle_seconds = float(getattr(self.app, "ueba_settle_seconds", SETTLE_SECONDS))
         self._settle_messages = int(getattr(self.app, "ueba_settle_messages", SETTLE_MESSAGES))
+        #: the handled batches' outputs, sent and not yet known to be acknowledged: the
+        #: next settle waits for them before it writes state (see :func:`expect`)
+        self._outputs: list[Any] = []
         #: set while no handler runs; no new batch starts while a revocation settles
         self._idle = asyncio.Event()
         self._idle.set()
@@ -131,7 +136,7 @@ class BatchingConsumer(_aiokafka.Consumer):
         try:
             await self._idle.wait()
             if self._pending:
-                self._settle()
+                await self._settle_acked()
             self._checked.clear()
             await super().on_partitions_revoked(revoked)
         finally:
@@ -171,9 +176,10 @@ class BatchingConsumer(_aiokafka.Consumer):
                     break
                 # getmany blocks while the flow is stopped (a rebalance), and the
                 # rebalance waits for every tracked message to be acked: settle first.
-                # (No await between this check and getmany's own.)
+                # (No await between this check and getmany's own but the settle's wait for
+                # the outputs, after which nothing is left pending.)
                 if self._pending and (not self.flow_active or monotonic() >= self._settle_at):
-                    self._settle()
+                    await self._settle_acked()
                 batches: dict[str, list[Any]] = {}
                 resought: set[Any] = set()
                 async for tp, message in ait:
@@ -202,7 +208,7 @@ class BatchingConsumer(_aiokafka.Consumer):
                 for topic, batch in batches.items():
                     await self._run_batch(handlers[topic], batch, generation, resume_at.get(topic))
                 if self._pending and (len(self._pending) >= self._settle_messages or monotonic() >= self._settle_at or not self.flow_active):
-                    self._settle()
+                    await self._settle_acked()
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
                     await self.commit()
@@ -213,7 +219,11 @@ class BatchingConsumer(_aiokafka.Consumer):
             raise
         except asyncio.CancelledError:
             if self._pending:
-                self._settle()  # stopping: their outputs are in Kafka, write their state and ack
+                if self._outputs_delivered():
+                    self._settle()  # stopping: their outputs are in Kafka, write their state and ack
+                else:  # (cancelled while outputs were in flight: redelivered, like a crash)
+                    self.untrack_all(self._pending)
+                    self._pending = []
             if self.transport.app.should_stop:
                 self.log.info("Consumer shutting down for user cancel.")
                 return
@@ -314,14 +324,47 @@ class BatchingConsumer(_aiokafka.Consumer):
             # reached Kafka. (Handlers raise only when outputs cannot be written.)
             self.untrack_all(self._pending)
             self._pending = []
+            self._outputs = []
             self.untrack_all(batch)
             raise
         finally:
             self._idle.set()
-        # outputs are in Kafka; state and acks follow at the next settle
+        # outputs are sent; their acknowledgement, the state and the acks follow at the next settle
         if not self._pending:
             self._settle_at = monotonic() + self._settle_seconds
         self._pending.extend(batch)
+
+    async def _settle_acked(self) -> None:
+        """Wait until Kafka acknowledged every output of the batches handled since
+        the last settle, then :meth:`_settle`. If an output cannot be written (Kafka
+        unreachable past the producer's retries), nothing handled since the last
+        settle is written or acked, and the worker stops: the batches are redelivered
+        to the restarted worker, whose state never saw them."""
+        outputs, self._outputs = self._outputs, []
+        if outputs:
+            # Not idle while waiting: a revocation (which settles too, after waiting
+            # for idle) must not write state and ack before these are acknowledged.
+            self._idle.clear()
+            try:
+                await asyncio.gather(*outputs)
+            except BaseException as exc:
+                self.untrack_all(self._pending)
+                self._pending = []
+                if not isinstance(exc, asyncio.CancelledError):
+                    log.critical("could not write the outputs of handled batches (%s: %s); stopping the worker so they are redelivered", type(exc).__name__, exc)
+                    await self.app.crash(exc)
+                raise
+            finally:
+                self._idle.set()
+        self._settle()
+
+    def _outputs_delivered(self) -> bool:
+        """Whether every output awaiting acknowledgement was acknowledged."""
+        for f in self._outputs:
+            if not f.done() or f.cancelled() or f.exception() is not None:
+                return False
+        self._outputs = []
+        return True
 
     def _settle(self) -> None:
         """Write every handler's cached state, then ack the messages handled since
@@ -441,8 +484,8 @@ def register(app: faust.App, topic: Any, handler: BatchHandler, flush: StateFlus
              resume_at: ResumeAt | None = None) -> None:
     """Deliver ``topic``'s messages to ``handler`` in lists (subscribes the topic).
 
-    ``handler`` processes a batch and returns once its outputs are in Kafka;
-    ``flush`` writes the handler's cached state. The consumer calls every
+    ``handler`` processes a batch, sends its outputs and hands their futures to
+    :func:`expect` (or returns once they are in Kafka); ``flush`` writes the handler's cached state. The consumer calls every
     flush, then acks, at least every ``SETTLE_SECONDS``. ``resume_at`` (optional)
     reads, for a partition's first message after an assignment, the offset the
     handler's written state continues at (see :meth:`BatchingConsumer._verify_positions`)."""
@@ -458,6 +501,20 @@ def register(app: faust.App, topic: Any, handler: BatchHandler, flush: StateFlus
     if flush is not None:
         app.ueba_state_flushes.append(flush)  # type: ignore[attr-defined]
     app.topics.add(topic)
+
+
+async def expect(app: faust.App, outputs: list[Any]) -> None:
+    """Hand the consumer the futures of a handled batch's outputs (sent, not yet
+    acknowledged): the next settle waits for every one before it writes state
+    and acks, so the handler need not wait for a round trip to the broker before
+    the next batch. Outside a :class:`BatchingConsumer`, waits for them here."""
+    if not outputs:
+        return
+    pending = getattr(app.consumer, "_outputs", None)
+    if pending is None:
+        await asyncio.gather(*outputs)
+    else:
+        pending.extend(outputs)
 
 
 def event_for(app: faust.App, message: Any) -> Any:

@@ -198,6 +198,11 @@ class WorkerSettings(_Section):
     #: Milliseconds the broker may hold a fetch that found nothing new (Faust
     #: hard-codes 1500, which starved busy partitions; see streams.batchdrain).
     fetch_max_wait_ms: int = Field(25, ge=1, le=10_000)
+    #: Seconds between settles: Kafka's acknowledgement of the outputs awaited, then
+    #: state written, then offsets acked (streams.batchdrain). 0 = after every
+    #: fetch round. Longer lets processing run on while the outputs travel; a crash
+    #: then redelivers up to this much work (never loses or double-counts it).
+    settle_seconds: float = Field(0.0, ge=0.0, le=30.0)
     #: Decoded per-identity states kept in memory per agent (least recently used
     #: beyond this are dropped after a batch; the table keeps everything).
     state_cache_keys: int = Field(20_000, ge=1)

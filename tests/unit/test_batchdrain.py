@@ -237,3 +237,167 @@ def test_a_gap_in_a_scored_topic_is_read_again_once_then_accepted(monkeypatch):
     # the log really has nothing between 11 and 19 (e.g. transaction markers): accepted
     assert asyncio.run(c._rewind(tp, 11, 20, "the fetch skipped them")) is False
     assert sought == [(tp, 11)]
+
+
+def test_state_is_written_and_offsets_acked_only_once_kafka_acknowledged_the_outputs():
+    # The handler sends and hands the futures to batchdrain.expect instead of waiting:
+    # the settle waits for them, then writes state, then acks.
+    from streams import batchdrain
+
+    app, c, topic = _consumer()
+    batch = _msgs(topic, 0, [1, 2, 3])
+    order = []
+    app.ueba_state_flushes.append(lambda: order.append(("flush", [m.acked for m in batch])))
+
+    async def scenario():
+        ack = asyncio.get_running_loop().create_future()
+
+        async def handler(msgs):
+            await batchdrain.expect(app, [ack])
+
+        await c._run_batch(handler, batch, app.consumer_generation_id)
+        settling = asyncio.ensure_future(c._settle_acked())
+        await asyncio.sleep(0.05)
+        assert not settling.done() and not order  # the broker has not acknowledged yet
+        assert not any(m.acked for m in batch) and set(c._unacked_messages) == set(batch)
+        ack.set_result(None)
+        await settling
+
+    asyncio.run(scenario())
+    assert order == [("flush", [False, False, False])]  # state before any ack
+    assert all(m.acked for m in batch) and not c._pending and not c._outputs
+
+
+def test_an_output_kafka_refused_leaves_everything_since_the_last_settle_unwritten_and_unacked():
+    from streams import batchdrain
+
+    app, c, topic = _consumer()
+    earlier, batch = _msgs(topic, 0, [1, 2]), _msgs(topic, 0, [3])
+    flushed, crashed = [], []
+    app.ueba_state_flushes.append(lambda: flushed.append(1))
+
+    async def crash(exc):
+        crashed.append(exc)
+
+    app.crash = crash  # the worker would stop here; the test only records it
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        good, bad = loop.create_future(), loop.create_future()
+        good.set_result(None)
+        bad.set_exception(OSError("broker unreachable"))
+
+        async def first(msgs):
+            await batchdrain.expect(app, [good])
+
+        async def second(msgs):
+            await batchdrain.expect(app, [bad])
+
+        await c._run_batch(first, earlier, app.consumer_generation_id)
+        await c._run_batch(second, batch, app.consumer_generation_id)
+        with pytest.raises(OSError):
+            await c._settle_acked()
+
+    asyncio.run(scenario())
+    assert not flushed and len(crashed) == 1
+    assert not any(m.acked for m in earlier + batch) and not c._unacked_messages and not c._pending
+    assert c._n_acked == 0
+
+
+def test_outputs_still_in_flight_are_not_counted_as_delivered():
+    app, c, _topic = _consumer()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        done, waiting, failed = loop.create_future(), loop.create_future(), loop.create_future()
+        done.set_result(None)
+        failed.set_exception(OSError("x"))
+        c._outputs = [done, waiting]
+        assert not c._outputs_delivered()  # stopping now must not write state or ack
+        c._outputs = [done, failed]
+        assert not c._outputs_delivered()
+        c._outputs = [done]
+        assert c._outputs_delivered() and c._outputs == []
+
+    asyncio.run(scenario())
+
+
+def test_outside_a_batching_consumer_expect_waits_for_the_outputs_itself():
+    from types import SimpleNamespace
+
+    from streams import batchdrain
+
+    async def scenario():
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.02, fut.set_result, None)
+        await batchdrain.expect(SimpleNamespace(consumer=object()), [fut])
+        return fut.done()
+
+    assert asyncio.run(scenario())
+
+
+def test_the_worker_observes_latency_when_kafka_acknowledged_a_batchs_outputs_not_when_it_sent_them():
+    from streams.app import _deliver_batch
+
+    app, c, _topic = _consumer()
+    observed = []
+
+    class Topic:  # the one call _deliver_batch makes on a Faust topic
+        def __init__(self, fut):
+            self.fut = fut
+
+        async def send(self, key, value, headers):
+            return self.fut
+
+    async def no_dead_letters(*args):
+        raise AssertionError("no dead letters here")
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        ack, refused = loop.create_future(), loop.create_future()
+        await _deliver_batch(app, [(Topic(ack), b"k", b"v", None)], [], no_dead_letters, lambda: observed.append("ok"))
+        await asyncio.sleep(0.01)
+        assert observed == [] and c._outputs == [ack]  # sent, not acknowledged yet
+        ack.set_result(None)
+        await asyncio.sleep(0.01)
+        assert observed == ["ok"]
+        await _deliver_batch(app, [(Topic(refused), b"k", b"v", None)], [], no_dead_letters, lambda: observed.append("bad"))
+        refused.set_exception(OSError("refused"))
+        await asyncio.sleep(0.01)
+        assert observed == ["ok"]  # a refused output is never counted as delivered
+        await _deliver_batch(app, [], [], no_dead_letters, lambda: observed.append("empty"))
+        assert observed == ["ok", "empty"]  # nothing to send: observed at once
+        c._outputs.clear()
+
+    asyncio.run(scenario())
+
+
+def test_a_revocation_waits_while_the_settle_waits_for_outputs():
+    # on_partitions_revoked waits for idle before it settles: while the drain loop's
+    # settle waits for Kafka, it must not write state and ack on its own.
+    from streams import batchdrain
+
+    app, c, topic = _consumer()
+    batch = _msgs(topic, 0, [1])
+    flushed = []
+    app.ueba_state_flushes.append(lambda: flushed.append(1))
+
+    async def scenario():
+        ack = asyncio.get_running_loop().create_future()
+
+        async def handler(msgs):
+            await batchdrain.expect(app, [ack])
+
+        await c._run_batch(handler, batch, app.consumer_generation_id)
+        assert c._idle.is_set()
+        settling = asyncio.ensure_future(c._settle_acked())
+        await asyncio.sleep(0.01)
+        waiter = asyncio.ensure_future(c._idle.wait())
+        await asyncio.sleep(0.01)
+        assert not waiter.done() and not flushed  # a revocation would still be waiting
+        ack.set_result(None)
+        await settling
+        await asyncio.wait_for(waiter, 1)
+        assert flushed == [1] and batch[0].acked and not c._pending  # nothing left for it to settle
+
+    asyncio.run(scenario())
