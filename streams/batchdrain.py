@@ -23,12 +23,13 @@ replaces only that per-message hand-off for the topics the worker scores:
   outputs and returns without waiting for the broker's acknowledgement (it
   hands the futures to :func:`expect`). At the next *settle* the consumer
   waits until Kafka acknowledged every output sent since the last one, then
-  state is written and the messages *acked*: every ``SETTLE_SECONDS`` or ``SETTLE_MESSAGES``, when a
-  rebalance stops the flow, and on shutdown. So a rebalance waits for handled
-  work (``wait_empty``) exactly as it waits for an agent's event, a committed
-  offset never runs ahead of written state, and a busy key's state is written
-  once per settle, not once per small batch (at a low event rate batches are
-  small, and per-batch writes cost more than the scoring).
+  state is written and the messages *acked*: every ``SETTLE_SECONDS`` or
+  ``SETTLE_MESSAGES``, when a rebalance stops the flow, and on shutdown. So a
+  rebalance waits for handled work (``wait_empty``) exactly as it waits for
+  an agent's event, a committed offset never runs ahead of written state, and
+  a busy key's state is written once per settle, not once per small batch (at
+  a low event rate batches are small, and per-batch writes cost more than the
+  scoring).
 * A batch fetched before a rebalance began, and not started yet, is dropped
   without acking: the new owner of its partitions (perhaps this worker)
   reads it again from the committed offset. Faust's streams instead *ack*
@@ -485,8 +486,9 @@ def register(app: faust.App, topic: Any, handler: BatchHandler, flush: StateFlus
     """Deliver ``topic``'s messages to ``handler`` in lists (subscribes the topic).
 
     ``handler`` processes a batch, sends its outputs and hands their futures to
-    :func:`expect` (or returns once they are in Kafka); ``flush`` writes the handler's cached state. The consumer calls every
-    flush, then acks, at least every ``SETTLE_SECONDS``. ``resume_at`` (optional)
+    :func:`expect` (or returns once they are in Kafka); ``flush`` writes the
+    handler's cached state. At least every ``SETTLE_SECONDS`` the consumer waits
+    for the outputs, calls every flush, then acks. ``resume_at`` (optional)
     reads, for a partition's first message after an assignment, the offset the
     handler's written state continues at (see :meth:`BatchingConsumer._verify_positions`)."""
     handlers = getattr(app, "ueba_batch_handlers", None)
