@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shutil
 import signal
@@ -41,10 +42,37 @@ from .kafka import admin, ensure_topics
 from .settings import Settings, get_settings, to_env
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a worker or test server to listen on,
+    below the kernel's ephemeral range. A port from that range (what binding to
+    port 0 returns) can be taken by any outgoing connection, and the Kafka
+    clients make many, between this check and the listener binding it: a worker
+    then failed to start with "address already in use". Never the same port
+    twice in one process."""
+    high = max(_ephemeral_low(), 12_000)
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(10_000, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range on 127.0.0.1")
 
 
 def _settings(base: Settings, tag: str, partitions: int, scorer: str) -> Settings:
@@ -184,9 +212,9 @@ def run_workers(
     LAST_RUN.clear()
     procs, ports = [], []
     for i in range(workers):
-        port = _port()
+        port = free_port()
         ports.append(port)
-        ws = s.worker.model_copy(update={"web_port": _port(), "metrics_port": port, "data_dir": Path(f"{s.worker.data_dir}-{i}")})
+        ws = s.worker.model_copy(update={"web_port": free_port(), "metrics_port": port, "data_dir": Path(f"{s.worker.data_dir}-{i}")})
         env = {k: v for k, v in os.environ.items() if not k.startswith("UEBA_") and k != "BROKER_URL"} | to_env(s.model_copy(update={"worker": ws}))
         log = open(f"{ws.data_dir}.log", "wb")
         procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))

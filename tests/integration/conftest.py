@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from streams.bench import free_port
 from streams.settings import Settings, to_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,10 +113,6 @@ def es_emulator_url(pytestconfig: pytest.Config) -> Iterator[str]:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

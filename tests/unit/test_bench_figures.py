@@ -65,3 +65,17 @@ def test_machine_busy_counts_every_core_and_grows_with_work():
     assert 0 < busy0 <= total0 and busy1 <= total1
     assert busy1 > busy0 and total1 > total0  # this process was busy meanwhile
     assert (busy1 - busy0) <= (total1 - total0)
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_never_handed_out_twice():
+    # a port from the ephemeral range can be taken by any outgoing connection before
+    # a worker binds it ("address already in use" made a CI run fail)
+    import socket
+
+    from streams.bench import _ephemeral_low, free_port
+
+    low = _ephemeral_low()
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == 200 and all(10_000 <= p < max(low, 12_000) for p in ports)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))  # free when handed out
