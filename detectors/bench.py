@@ -208,7 +208,7 @@ def _worker_windows(window: float = 3600.0) -> tuple[Any, Any]:
     """The worker's suppression windows (``streams.risk``, default policy), as the
     suites' ``explain`` hook sees them: ``ask(entity, ts)`` makes the hook for an
     event, ``after(entity, ts, findings)`` opens and counts the windows."""
-    from streams.risk import count_repeat, find_window, open_window, would_send
+    from streams.risk import count_repeat, find_window, open_window, window_tag, would_send
 
     windows: dict[str, list[Any]] = {}
 
@@ -216,13 +216,13 @@ def _worker_windows(window: float = 3600.0) -> tuple[Any, Any]:
         wins = windows.get(ent, [])
 
         def explain(det: str, etype: str, entity: str, score: float) -> bool:
-            return would_send(wins, det + "\x1f" + etype, ts, window)
+            return would_send(wins, window_tag(det, etype), ts, window)
 
         return explain
 
     def after(ent: str, ts: float, found: list[Any]) -> None:
         for f in found:
-            tag = f.detector + "\x1f" + f.entity_type
+            tag = window_tag(f.detector, f.entity_type)
             s = find_window(windows.get(ent, []), tag, ts, window)
             if s is None:
                 windows[ent] = open_window(windows.get(ent, []), tag, "", ts, window)

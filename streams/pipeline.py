@@ -30,7 +30,6 @@ Per-identity state is an envelope ``[last_position, scorer_state, pending, seen,
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from detectors.base import Finding
 from .alerts import Alert, alert_id, context_of, event_fingerprint, severity_of
 from .events import Event
 from .policy import Policy
-from .risk import Suppressed, count_repeat, drop_reason, find_window, open_window, would_send
+from .risk import Suppressed, blake64, count_repeat, drop_reason, find_window, open_window, window_tag, would_send
 from .statecache import StateCache
 
 log = logging.getLogger("ueba.pipeline")
@@ -226,7 +225,7 @@ class InputProcessor:
         else:
             raw = store.get(key)
             live = self._decode(raw) if raw is not None else None
-        fp = _h64(event_fingerprint(event.doc)) if self.dedupe else 0
+        fp = blake64(event_fingerprint(event.doc)) if self.dedupe else 0
         if live is not None:
             if position <= live.last:
                 # Redelivery after a crash or rebalance: never learn twice (its
@@ -303,7 +302,7 @@ class InputProcessor:
             if f.entity != event.identity:  # not this key's entity: the alert stage suppresses it
                 out.append(alert_from_finding(f, event))
                 continue
-            tag = _window_tag(f.detector, f.entity_type)
+            tag = window_tag(f.detector, f.entity_type)
             s = find_window(quiet, tag, ts, window)
             if s is None:
                 alert = alert_from_finding(f, event)
@@ -332,7 +331,7 @@ class InputProcessor:
             return False
         if entity != event.identity:
             return True  # sent as it is (the alert stage suppresses it)
-        return would_send(quiet, _window_tag(detector, entity_type), event.ts, self.window)
+        return would_send(quiet, window_tag(detector, entity_type), event.ts, self.window)
 
     def _dropped(self, detector: str, entity_type: str, entity: str, score: float, event: Event) -> str | None:
         """The policy's reason to drop a finding of ``detector`` on ``event`` (streams.risk.drop_reason)."""
@@ -343,10 +342,3 @@ class InputProcessor:
                            user_name=flat.get("user.name"), source_ip=flat.get("source.ip"))
 
 
-def _window_tag(detector: str, entity_type: str) -> str:
-    """A detector's suppression windows in the scoring stage are kept per entity type."""
-    return "detector:" + detector + "\x1f" + entity_type
-
-
-def _h64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)

@@ -329,6 +329,12 @@ def drop_reason(policy: Policy, *, source: str, rule_id: str, kind: str, entity_
     return None
 
 
+def window_tag(detector: str, entity_type: str) -> str:
+    """The source a detector's suppression windows are filed under in the scoring
+    stage, which keeps them per entity type."""
+    return "detector:" + detector + "\x1f" + entity_type
+
+
 def find_window(entries: list[Suppressed], source: str, ts: float, window: float) -> Suppressed | None:
     """The open suppression window of ``source`` that ``ts`` falls in, or None
     (none open, or suppression off: ``window`` <= 0)."""
@@ -373,13 +379,20 @@ def open_window(entries: list[Suppressed], source: str, alert_id: str, ts: float
     return kept
 
 
+def blake64(text: str) -> int:
+    """A signed 64-bit BLAKE2b hash of ``text``, the same in every process (Python's
+    ``hash`` of a str is salted per process): what the states keep of ids and
+    fingerprints they compare after restarts."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 def _h64(text: str) -> int:
     """A 63-bit hash of an alert id that is the same in every process (the ids it
     is kept for are compared after restarts): the id's own leading hex digits, or
-    BLAKE2b of an id that is not hex. (Python's ``hash`` of a str is salted per process.)"""
+    :func:`blake64` of an id that is not hex."""
     if len(text) >= 16 and all(c in "0123456789abcdef" for c in text[:16]):
         return int(text[:16], 16)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") & 0x7FFFFFFFFFFFFFFF
+    return blake64(text) & 0x7FFFFFFFFFFFFFFF
 
 
 def _copy_alert(a: Alert, **changes: Any) -> Alert:
