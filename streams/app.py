@@ -77,13 +77,11 @@ def scorer_factory_for(settings: Settings) -> Callable[[str], EntityScorer]:
     return suite
 
 
-def create_app(
-    settings: Settings,
-    *,
-    scorer_factory: Callable[[str], EntityScorer] | None = None,
-    **faust_overrides: Any,
-) -> faust.App:
-    """Build the Faust app for ``settings`` (nothing connects until it starts)."""
+def faust_app(settings: Settings, **faust_overrides: Any) -> faust.App:
+    """The worker's Faust app with its batch consumer, configured from
+    ``settings``, with no topics or handlers yet (:func:`create_app` adds them;
+    ``streams.bench`` measures the framework's own cost with handlers that only
+    count)."""
     t = settings.topics
     conf: dict[str, Any] = dict(
         broker=settings.kafka.faust_broker_url(),
@@ -116,6 +114,18 @@ def create_app(
     app = batchdrain.BatchApp(settings.worker.app_id, **conf)
     app.ueba_fetch_max_wait_ms = settings.worker.fetch_max_wait_ms  # type: ignore[attr-defined]
     app.ueba_settle_seconds = settings.worker.settle_seconds  # type: ignore[attr-defined]
+    return app
+
+
+def create_app(
+    settings: Settings,
+    *,
+    scorer_factory: Callable[[str], EntityScorer] | None = None,
+    **faust_overrides: Any,
+) -> faust.App:
+    """Build the Faust app for ``settings`` (nothing connects until it starts)."""
+    t = settings.topics
+    app = faust_app(settings, **faust_overrides)
     max_bytes = settings.worker.max_event_bytes
     min_score = settings.worker.min_score
     scorer_factory = scorer_factory or scorer_factory_for(settings)

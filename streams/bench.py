@@ -32,10 +32,11 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from .events import expand_dotted, flatten, identity_of
 from .kafka import admin, ensure_topics
@@ -182,14 +183,151 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all cores since boot (Linux /proc/stat)."""
+def local_broker_pids() -> list[int]:
+    """Processes of a Kafka broker on this machine (``kafka.Kafka`` in the command
+    line; none when the broker runs elsewhere)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"\0kafka.Kafka\0" in cmd:
+            pids.append(int(d.name))
+    return pids
+
+
+def cores_bound(worker_us: float, others_us: float, cores: int) -> float:
+    """Events/s the machine's ``cores`` can serve at most when each event costs
+    ``worker_us`` of worker CPU and ``others_us`` of everything else on the same
+    cores (the broker, the producer, the system), however many workers run."""
+    per_event = worker_us + others_us
+    return cores * 1e6 / per_event if per_event > 0 else float("inf")
+
+
+def parse_cost(events: list[tuple[str, bytes, bytes]], repeat: int = 3) -> float:
+    """Microseconds of CPU per event to decode and validate ``events`` as the
+    worker does (:func:`streams.events.parse_event`), best of ``repeat``."""
+    from .errors import EventError
+    from .events import parse_event
+
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        for kind, _key, value in events:
+            try:
+                parse_event(kind, value)
+            except EventError:
+                pass  # the worker pays for a rejected event too
+        best = min(best, time.process_time() - t0)
+    return best / max(1, len(events)) * 1e6
+
+
+def run_noop_worker() -> None:
+    """A worker made of the real worker's Faust app and batch consumer
+    (``streams.app.faust_app``) whose handlers only count the events: what the
+    framework costs before any parsing, scoring, state or output. Run by
+    ``python -m streams.bench --noop-worker`` with the worker's environment."""
+    import faust
+
+    from . import batchdrain
+    from .app import faust_app
+    from .metrics import METRICS
+
+    s = get_settings()
+    app = faust_app(s)
+    for kind, name in s.topics.inputs().items():
+        schema: Any = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        topic = app.topic(name, schema=schema, partitions=s.topics.partitions, internal=False)
+        counter = METRICS.events.labels(stream=kind)
+
+        async def count(batch: list[object], counter: object = counter) -> None:
+            counter.inc(len(batch))  # type: ignore[attr-defined]
+            METRICS.last_progress.set(time.time())
+
+        batchdrain.register(app, topic, count)
+    METRICS.serve(s.worker.metrics_port)
+    sys.argv = [sys.argv[0], "worker", "-l", "warn", "--web-port", str(s.worker.web_port), "--web-host", "127.0.0.1"]
+    app.main()
+
+
+def partition_loads(s: Settings) -> dict[int, int]:
+    """Messages per partition number, summed over the input topics (the worker
+    assigns the same partition of every input topic to one worker), read from
+    the broker's watermarks."""
+    c = Consumer({**s.kafka.confluent_config(), "group.id": f"loads-{uuid.uuid4().hex}"})
     try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
+        loads: dict[int, int] = {}
+        for topic in s.topics.inputs().values():
+            for p in range(s.topics.partitions):
+                low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                loads[p] = loads.get(p, 0) + max(0, high - low)
+        return loads
+    finally:
+        c.close()
+
+
+def split_bound(loads: dict[int, int], workers: int = 2) -> float:
+    """How many times one worker's rate ``workers`` workers can reach at most when
+    each partition is processed by one worker, in order: the total over the
+    busiest worker's share in the most even split of the partitions into
+    ``workers`` groups (an identity's events are one partition's, so a few
+    heavy identities cap the scaling whatever the cores)."""
+    total = sum(loads.values())
+    if total == 0:
+        return float("nan")
+    best = float(total)
+    parts = sorted(loads)
+
+    def place(i: int, sums: list[int]) -> None:
+        nonlocal best
+        if max(sums) >= best:
+            return
+        if i == len(parts):
+            best = max(sums)
+            return
+        seen = set()
+        for w in range(workers):
+            if sums[w] in seen:  # symmetric placements
+                continue
+            seen.add(sums[w])
+            sums[w] += loads[parts[i]]
+            place(i + 1, sums)
+            sums[w] -= loads[parts[i]]
+
+    place(0, [0] * workers)
+    return total / best
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores since boot (Linux /proc/stat). Busy is
+    this machine's own work; time the hypervisor gave other machines (steal,
+    see :func:`_machine_steal`) is not."""
+    fields = _cpu_fields()
+    if not fields:
         return 0.0, 0.0
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return float(sum(fields) - idle), float(sum(fields))
+    steal = fields[7] if len(fields) > 7 else 0
+    return float(sum(fields[:8]) - idle - steal), float(sum(fields[:8]))
+
+
+def _machine_steal() -> tuple[float, float]:
+    """(steal, total) jiffies since boot: time this virtual machine's cores
+    were ready to run but the hypervisor ran other machines (noisy neighbours)."""
+    fields = _cpu_fields()
+    if not fields:
+        return 0.0, 0.0
+    return float(fields[7] if len(fields) > 7 else 0), float(sum(fields[:8]))
+
+
+def _cpu_fields() -> list[int]:
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return []
 
 
 def run_workers(
@@ -202,11 +340,13 @@ def run_workers(
     restamp: bool = False,
     settle: float = 8.0,
     timeout: float = 900.0,
+    command: list[str] | None = None,
 ) -> tuple[float, list[str]]:
     """Start ``workers`` worker processes, let them take up the warm-up events and
     settle (partition assignment, table recovery, rebalances as the others join),
     then produce ``measured`` (at ``rate``, stamped now with ``restamp``) and time
-    them from the first counted to the last. Returns (events/s, metrics texts)."""
+    them from the first counted to the last. Returns (events/s, metrics texts).
+    ``command``: what each worker runs (default ``ueba worker``)."""
     import threading
 
     LAST_RUN.clear()
@@ -217,9 +357,10 @@ def run_workers(
         ws = s.worker.model_copy(update={"web_port": free_port(), "metrics_port": port, "data_dir": Path(f"{s.worker.data_dir}-{i}")})
         env = {k: v for k, v in os.environ.items() if not k.startswith("UEBA_") and k != "BROKER_URL"} | to_env(s.model_copy(update={"worker": ws}))
         log = open(f"{ws.data_dir}.log", "wb")
-        procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(subprocess.Popen(command or [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     deadline = time.monotonic() + timeout
     rate_out = 0.0
+    broker_pids = local_broker_pids()
     try:
         _produce(s, warm)
         while _total(ports) < len(warm):
@@ -238,17 +379,27 @@ def run_workers(
         t.start()
         start = done_at = None
         cpu0 = cpu1 = 0.0
-        busy0 = busy1 = (0.0, 0.0)
+        each0 = each1 = [0.0] * workers
+        counted0: list[float] = []
+        busy0 = busy1 = steal0 = steal1 = (0.0, 0.0)
+        broker0 = broker1 = 0.0
         while time.monotonic() < deadline:
             total = _total(ports) - base
             if total > 0 and start is None:
                 start = time.monotonic()
-                cpu0 = sum(_cpu_seconds(p.pid) for p in procs)
+                counted0 = [_total([port]) for port in ports]
+                each0 = [_cpu_seconds(p.pid) for p in procs]
+                cpu0 = sum(each0)
                 busy0 = _machine_busy()
+                steal0 = _machine_steal()
+                broker0 = sum(_cpu_seconds(pid) for pid in broker_pids)
             if total >= len(measured):
                 done_at = time.monotonic()
-                cpu1 = sum(_cpu_seconds(p.pid) for p in procs)
+                each1 = [_cpu_seconds(p.pid) for p in procs]
+                cpu1 = sum(each1)
                 busy1 = _machine_busy()
+                steal1 = _machine_steal()
+                broker1 = sum(_cpu_seconds(pid) for pid in broker_pids)
                 break
             time.sleep(0.1)
         t.join(60)
@@ -263,9 +414,21 @@ def run_workers(
             rate_out = len(measured) / max(done_at - start, 1e-9)
             cpu = cpu1 - cpu0
             LAST_RUN.update(cpu_us_per_event=cpu / len(measured) * 1e6, cpu_share=cpu / max(done_at - start, 1e-9) / workers)
+            if workers > 1:
+                # the partitions are keyed by identity, so the busiest worker holds the busiest identities
+                LAST_RUN["busiest_share"] = max(b - a for a, b in zip(each0, each1)) / max(done_at - start, 1e-9)
+                counted1 = [_total([port]) for port in ports]
+                LAST_RUN["busiest_events"] = max(b - a for a, b in zip(counted0, counted1)) / len(measured) if counted0 else float("nan")
             if busy1[1] > busy0[1]:
                 # every process on the machine: the workers, the broker, the benchmark's producer, others
                 LAST_RUN["machine_busy"] = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
+                # CPU of everything but the workers, per event (jiffies are summed over the cores)
+                busy_seconds = (busy1[0] - busy0[0]) / os.sysconf("SC_CLK_TCK")
+                LAST_RUN["others_us_per_event"] = max(0.0, busy_seconds - cpu) / len(measured) * 1e6
+            if steal1[1] > steal0[1]:
+                LAST_RUN["steal"] = (steal1[0] - steal0[0]) / (steal1[1] - steal0[1])
+            if broker_pids:
+                LAST_RUN["broker_us_per_event"] = (broker1 - broker0) / len(measured) * 1e6
     finally:
         for p in procs:
             if p.poll() is None:
@@ -284,6 +447,14 @@ def _cpu_note() -> str:
     note = f"{LAST_RUN['cpu_us_per_event']:.0f} us of worker CPU per event, each worker busy {LAST_RUN['cpu_share']:.0%} of the time"
     if "machine_busy" in LAST_RUN:
         note += f"; all {os.cpu_count()} cores {LAST_RUN['machine_busy']:.0%} busy (workers, broker, producer)"
+    if "busiest_share" in LAST_RUN:
+        note += f" (the busiest {LAST_RUN['busiest_share']:.0%}, with {LAST_RUN['busiest_events']:.0%} of the events)"
+    if "others_us_per_event" in LAST_RUN:
+        note += f"; everything but the workers {LAST_RUN['others_us_per_event']:.0f} us of CPU per event"
+    if "broker_us_per_event" in LAST_RUN:
+        note += f" (the broker {LAST_RUN['broker_us_per_event']:.0f})"
+    if "steal" in LAST_RUN:
+        note += f"; cores taken by other machines (steal) {LAST_RUN['steal']:.0%}"
     return note
 
 
@@ -316,7 +487,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--scorer", default="suite", choices=["suite", "first_seen"])
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--noop-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.noop_worker:
+        run_noop_worker()
+        return
     base = get_settings()
     warm_n = max(1000, args.events // 10)
     allev = _events(args.events + warm_n, args.seed)
@@ -346,6 +521,14 @@ def _measure(base: Settings, args: argparse.Namespace, warm: list[tuple[str, byt
     _produce(s0, events)
     ceiling = raw_consume_rate(s0, n)
     print(f"ceiling (raw confluent-kafka consume + JSON decode): {ceiling:,.0f} events/s")
+    sf = settings("floor")
+    floor, _ = run_workers(sf, warm, events, 1, command=[sys.executable, "-m", "streams.bench", "--noop-worker"])
+    floor_us = LAST_RUN.get("cpu_us_per_event", float("nan"))
+    parse_us = parse_cost(events)
+    print(f"floor: the worker's Faust app and batch consumer with handlers that only count: {floor:,.0f} events/s "
+          f"(as fast as they were produced), {floor_us:.1f} us of CPU per event; parsing and validating as the worker "
+          f"does: {parse_us:.1f} us per event; the two alone: {floor_us + parse_us:.0f} us, at most "
+          f"{1e6 / (floor_us + parse_us):,.0f} events/s per core before any detection, rule, state or output")
     s1 = settings("one")
     one, _ = run_workers(s1, warm, events, 1)
     print(f"one worker:  {one:,.0f} events/s  ({one / ceiling:.1%} of the ceiling); {_cpu_note()}")
@@ -353,6 +536,17 @@ def _measure(base: Settings, args: argparse.Namespace, warm: list[tuple[str, byt
     s2 = settings("two")
     two, _ = run_workers(s2, warm, events, 2)
     print(f"two workers: {two:,.0f} events/s  ({two / one if one else float('nan'):.2f}x one worker); {_cpu_note()}")
+    loads = partition_loads(s2)
+    total = sum(loads.values()) or 1
+    print(f"the data's bound: events per partition {', '.join(f'{loads[p] / total:.0%}' for p in sorted(loads))}; "
+          f"an identity's events are one partition's, so two workers reach at most {split_bound(loads):.2f}x one worker "
+          f"on this data whatever the cores (the most even split of the partitions)")
+    if "others_us_per_event" in LAST_RUN:
+        w, o, cores = LAST_RUN["cpu_us_per_event"], LAST_RUN["others_us_per_event"], os.cpu_count() or 1
+        cap = cores_bound(w, o, cores)
+        broker = f", of which the broker {LAST_RUN['broker_us_per_event']:.0f}" if "broker_us_per_event" in LAST_RUN else ""
+        print(f"the cores' bound: {cores} cores / ({w:.0f} us of worker CPU + {o:.0f} us of everything else per event{broker}) "
+              f"= {cap:,.0f} events/s at most, {cap / one if one else float('nan'):.2f}x one worker, however many workers run")
 
     if one > 0:
         s3 = settings("lat")

@@ -47,3 +47,25 @@ def test_a_benchmark_runs_topics_and_state_directories_are_deleted(settings: Set
     assert log.read_text() == "worker log"  # the logs stay for reading
     log.unlink()
     cleanup(kept)
+
+
+def test_partition_loads_are_read_from_the_broker_per_partition_number(settings: Settings):
+    # the benchmark's bound on two workers comes from these counts
+    from confluent_kafka import Producer
+
+    from streams.bench import partition_loads, split_bound
+
+    run = _settings(settings, "loads", 3, "suite")
+    ensure_topics(run)
+    try:
+        p = Producer(run.kafka.confluent_config())
+        sent = {0: 0, 1: 0, 2: 0}
+        for i, (topic, part) in enumerate([(run.topics.access, 0), (run.topics.api, 0), (run.topics.telemetry, 0),
+                                           (run.topics.api, 1), (run.topics.access, 2), (run.topics.api, 2)] * 5):
+            p.produce(topic, key=b"k%d" % i, value=b"{}", partition=part)
+            sent[part] += 1
+        p.flush(30)
+        assert partition_loads(run) == sent == {0: 15, 1: 5, 2: 10}
+        assert split_bound(partition_loads(run)) == 30 / 15
+    finally:
+        cleanup(run)

@@ -79,3 +79,68 @@ def test_free_ports_are_below_the_ephemeral_range_and_never_handed_out_twice():
     assert len(set(ports)) == 200 and all(10_000 <= p < max(low, 12_000) for p in ports)
     with socket.socket() as s:
         s.bind(("127.0.0.1", ports[-1]))  # free when handed out
+
+
+def test_the_cores_bound_is_what_the_cores_serve_at_the_measured_costs():
+    from streams.bench import cores_bound
+
+    # 2 cores, 100 us of worker CPU and 60 of broker/producer per event: 2e6 / 160
+    assert cores_bound(100.0, 60.0, 2) == 12_500.0
+    # a cheaper worker raises the bound, but less than in proportion: the rest stays
+    assert cores_bound(50.0, 60.0, 2) < 2 * cores_bound(100.0, 60.0, 2)
+    assert cores_bound(0.0, 0.0, 2) == float("inf")
+
+
+def test_local_broker_pids_finds_a_process_by_its_main_class(tmp_path):
+    import subprocess
+    import sys
+
+    from streams.bench import local_broker_pids
+
+    # a stand-in whose command line names the broker's main class as an argument of its own
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "kafka.Kafka"])
+    try:
+        for _ in range(50):
+            if p.pid in local_broker_pids():
+                break
+            time.sleep(0.05)
+        assert p.pid in local_broker_pids()
+    finally:
+        p.kill()
+        p.wait()
+    assert p.pid not in local_broker_pids()
+
+
+def test_parse_cost_grows_with_the_size_of_the_events_and_survives_bad_ones():
+    import orjson
+
+    from streams.bench import parse_cost
+
+    doc = {"@timestamp": "2026-01-01T00:00:00Z", "event": {"dataset": "ai.access", "action": "login"}, "user": {"name": "ana"}}
+    big = doc | {"labels": {f"k{i}": f"v{i}" for i in range(400)}}
+    small_us = parse_cost([("access", b"ana", orjson.dumps(doc))] * 2000)
+    big_us = parse_cost([("access", b"ana", orjson.dumps(big))] * 2000)
+    assert 0 < small_us < big_us
+    # a rejected event is timed too (the worker pays for it), never raised
+    assert parse_cost([("access", b"x", b"{not json")] * 10) > 0
+
+
+def test_split_bound_is_the_total_over_the_busiest_worker_in_the_most_even_split():
+    from streams.bench import split_bound
+
+    assert split_bound({0: 10, 1: 10, 2: 10, 3: 10}) == 2.0
+    # one heavy partition: its worker is the limit whatever goes beside it
+    assert split_bound({0: 57, 1: 15, 2: 15, 3: 13}) == 100 / 57
+    # the best split is found, not the first: 6+4 | 5+5 -> 10 | 10
+    assert split_bound({0: 6, 1: 5, 2: 5, 3: 4}) == 2.0
+    assert split_bound({0: 9, 1: 1}, workers=3) == 10 / 9
+    assert split_bound({0: 0, 1: 0}) != split_bound({0: 0, 1: 0})  # nan: nothing to split
+
+
+def test_steal_is_a_share_of_the_same_total_and_never_counted_busy():
+    from streams.bench import _machine_busy, _machine_steal
+
+    busy, total = _machine_busy()
+    steal, total2 = _machine_steal()
+    assert total2 >= total > 0 and 0 <= steal <= total2
+    assert busy + steal <= total2
