@@ -129,10 +129,12 @@ def test_split_bound_is_the_total_over_the_busiest_worker_in_the_most_even_split
     from streams.bench import split_bound
 
     assert split_bound({0: 10, 1: 10, 2: 10, 3: 10}) == 2.0
-    # one heavy partition: its worker is the limit whatever goes beside it
-    assert split_bound({0: 57, 1: 15, 2: 15, 3: 13}) == 100 / 57
+    # one heavy partition: its worker also gets a second one (Faust balances counts): 57+13 | 15+15
+    assert split_bound({0: 57, 1: 15, 2: 15, 3: 13}) == 100 / 70
     # the best split is found, not the first: 6+4 | 5+5 -> 10 | 10
     assert split_bound({0: 6, 1: 5, 2: 5, 3: 4}) == 2.0
+    # counts balanced even when a load-balanced split would differ: 8 | 1+1+1+1+1 is not allowed
+    assert split_bound({0: 8, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1}) == 13 / 10
     assert split_bound({0: 9, 1: 1}, workers=3) == 10 / 9
     assert split_bound({0: 0, 1: 0}) != split_bound({0: 0, 1: 0})  # nan: nothing to split
 
