@@ -379,19 +379,18 @@ def run_workers(
                 LAST_RUN_SCRAPES.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text)
             except httpx.HTTPError:
                 LAST_RUN_SCRAPES.append("")
+        counted0 = [_metric(text, "ueba_events_total") for text in LAST_RUN_SCRAPES]
         t = threading.Thread(target=_produce, args=(s, measured), kwargs={"rate": rate, "restamp": restamp}, daemon=True)
         t.start()
         start = done_at = None
         cpu0 = cpu1 = 0.0
         each0 = each1 = [0.0] * workers
-        counted0: list[float] = []
         busy0 = busy1 = steal0 = steal1 = (0.0, 0.0)
         broker0 = broker1 = 0.0
         while time.monotonic() < deadline:
             total = _total(ports) - base
             if total > 0 and start is None:
                 start = time.monotonic()
-                counted0 = [_total([port]) for port in ports]
                 each0 = [_cpu_seconds(p.pid) for p in procs]
                 cpu0 = sum(each0)
                 busy0 = _machine_busy()
@@ -422,7 +421,8 @@ def run_workers(
                 # the partitions are keyed by identity, so the busiest worker holds the busiest identities
                 LAST_RUN["busiest_share"] = max(b - a for a, b in zip(each0, each1)) / max(done_at - start, 1e-9)
                 counted1 = [_total([port]) for port in ports]
-                LAST_RUN["busiest_events"] = max(b - a for a, b in zip(counted0, counted1)) / len(measured) if counted0 else float("nan")
+                # each worker's share of the measured events (counted since the scrape after the warm-up)
+                LAST_RUN["busiest_events"] = max(b - a for a, b in zip(counted0, counted1)) / len(measured)
             if busy1[1] > busy0[1]:
                 # every process on the machine: the workers, the broker, the benchmark's producer, others
                 LAST_RUN["machine_busy"] = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
