@@ -33,6 +33,9 @@ def test_a_benchmark_runs_topics_and_state_directories_are_deleted(settings: Set
         (d / "rocksdb" / "CURRENT").write_text("x")
     log = Path(f"{run.worker.data_dir}-0.log")
     log.write_text("worker log")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and changelog not in _topics(run):
+        time.sleep(0.2)  # a created topic reaches the broker's metadata a moment later
     assert changelog in _topics(run) and run.topics.access in _topics(run)
 
     cleanup(run)

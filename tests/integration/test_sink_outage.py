@@ -235,13 +235,13 @@ def test_engine_down_for_over_30s_mid_stream_loses_and_duplicates_no_alert(setti
     assert client.count(index=index)["count"] == len(expected)
     agg = client.search(
         index=index,
-        body={"size": 0, "aggs": {"ids": {"terms": {"field": "event.id", "size": len(expected) + 100}},
-                                  "n": {"cardinality": {"field": "event.id", "precision_threshold": 40000}}}},
+        body={"size": 0, "aggs": {"ids": {"terms": {"field": "event.id", "size": len(expected) + 100}}}},
     )
+    # (exact terms buckets: a cardinality aggregation is a HyperLogLog estimate, and once
+    # counted 2,064 of 2,065 distinct ids)
     buckets = agg["aggregations"]["ids"]["buckets"]
     assert {b["key"] for b in buckets} == expected
     assert [b for b in buckets if b["doc_count"] != 1] == []
-    assert agg["aggregations"]["n"]["value"] == len(expected)
     hits = client.search(index=index, body={"size": 10_000, "_source": ["ueba.alert.count"], "query": {"match_all": {}}})["hits"]["hits"]
     assert len(hits) == len(expected) and {h["_id"] for h in hits} == expected
     # the suppressed repeats updated their first alert in place (count 2), wherever the outage caught them
