@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .base import Explanation, register
-from .baseline import BaselineParams, CoreDetector, WindowedVolume, fmt_amount, num
+from .baseline import CoreDetector, WindowedParams, WindowedVolume, fmt_amount, num
 from .calibration import normal_surprise
 from .peers import PeerGroup
 
@@ -75,7 +75,7 @@ UNSCORED_ACTIONS = INBOUND_ACTIONS | LISTING_ACTIONS
 
 
 @dataclass(frozen=True, slots=True)
-class ExfiltrationParams(BaselineParams):
+class ExfiltrationParams(WindowedParams):
     """Hyperparameters of :class:`ExfiltrationDetector`.
 
     Attributes

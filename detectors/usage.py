@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .base import Explanation, register
-from .baseline import BaselineParams, CoreDetector, WindowedVolume, fmt_amount, num
+from .baseline import CoreDetector, WindowedParams, WindowedVolume, fmt_amount, num
 from .calibration import normal_surprise, poisson_sf
 from .peers import PeerGroup
 from .stats import EWMeanVar
@@ -40,7 +40,7 @@ _KEYS = ("api_usage.requests", "api_usage.tokens", "api_usage.bytes")
 
 
 @dataclass(frozen=True, slots=True)
-class ApiUsageParams(BaselineParams):
+class ApiUsageParams(WindowedParams):
     """Hyperparameters of :class:`ApiUsageDetector`.
 
     Attributes
