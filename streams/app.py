@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Any, Callable
 
@@ -117,6 +118,22 @@ def faust_app(settings: Settings, **faust_overrides: Any) -> faust.App:
     return app
 
 
+def raw_schema() -> faust.Schema:
+    """Raw bytes keys and values (decoded by :func:`parse_event`). A fresh Schema
+    per topic/table: Faust mutates a Schema shared between topics (the last
+    topic's serializers win), which made raw keys JSON-decoded."""
+    return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def run_worker(app: faust.App, settings: Settings) -> None:
+    """Serve the metrics and run ``app`` as a Faust worker until it stops (``ueba
+    worker``; the benchmark's counting worker)."""
+    METRICS.serve(settings.worker.metrics_port)
+    level = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error"}[settings.log_level]
+    sys.argv = [sys.argv[0], "worker", "-l", level, "--web-port", str(settings.worker.web_port), "--web-host", "127.0.0.1"]
+    app.main()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -130,18 +147,13 @@ def create_app(
     min_score = settings.worker.min_score
     scorer_factory = scorer_factory or scorer_factory_for(settings)
 
-    def schema() -> faust.Schema:
-        # A fresh Schema per topic/table: Faust mutates a Schema shared between
-        # topics (the last topic's serializers win), which made raw keys JSON-decoded.
-        return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-
-    candidates_topic = app.topic(t.candidates, schema=schema(), partitions=t.partitions, internal=False)
-    alerts_topic = app.topic(t.alerts, schema=schema(), partitions=t.partitions, internal=False)
-    risk_topic = app.topic(t.risk, schema=schema(), partitions=t.partitions, internal=False)
-    dlq_topic = app.topic(t.deadletter, schema=schema(), partitions=t.partitions, internal=False)
+    candidates_topic = app.topic(t.candidates, schema=raw_schema(), partitions=t.partitions, internal=False)
+    alerts_topic = app.topic(t.alerts, schema=raw_schema(), partitions=t.partitions, internal=False)
+    risk_topic = app.topic(t.risk, schema=raw_schema(), partitions=t.partitions, internal=False)
+    dlq_topic = app.topic(t.deadletter, schema=raw_schema(), partitions=t.partitions, internal=False)
     policy = Policy.load(settings.worker.policy_file)
     rules = rules_for(settings)
-    bysource_topic = app.topic(t.bysource, schema=schema(), partitions=t.partitions, internal=False)
+    bysource_topic = app.topic(t.bysource, schema=raw_schema(), partitions=t.partitions, internal=False)
 
     async def dead_letter(message: Any, reason: str, detail: str, stage: str) -> Any:
         """Send ``message`` to the dead-letter topic; returns the send's future."""
@@ -182,8 +194,8 @@ def create_app(
         batchdrain.register(app, topic, handler, flush=flush, resume_at=progress.resume_at)
 
     def make_handler(kind: str, topic_name: str) -> None:
-        topic = app.topic(topic_name, schema=schema(), partitions=t.partitions, internal=False)
-        table = app.Table(f"state-{kind}", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
+        topic = app.topic(topic_name, schema=raw_schema(), partitions=t.partitions, internal=False)
+        table = app.Table(f"state-{kind}", default=None, key_type=bytes, value_type=bytes, schema=raw_schema(), partitions=t.partitions)
         # The "source" processor sees login events re-keyed by source.ip and runs the rule
         # correlations grouped by source.ip (password spraying); the others run their stream's rules.
         # A batch redelivered onto older state forwards its logins again at new offsets:
@@ -255,7 +267,7 @@ def create_app(
 
         register(topic, score, processor.flush, reader, write)
 
-    entities = app.Table("entities", default=None, key_type=bytes, value_type=bytes, schema=schema(), partitions=t.partitions)
+    entities = app.Table("entities", default=None, key_type=bytes, value_type=bytes, schema=raw_schema(), partitions=t.partitions)
     alert_processor = AlertProcessor(policy, cache_keys=cache_keys)
     caches.append(alert_processor.cache)
     entity_reader = _TableReader(app, entities)

@@ -32,7 +32,6 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -230,17 +229,14 @@ def run_noop_worker() -> None:
     (``streams.app.faust_app``) whose handlers only count the events: what the
     framework costs before any parsing, scoring, state or output. Run by
     ``python -m streams.bench --noop-worker`` with the worker's environment."""
-    import faust
-
     from . import batchdrain
-    from .app import faust_app
+    from .app import faust_app, raw_schema, run_worker
     from .metrics import METRICS
 
     s = get_settings()
     app = faust_app(s)
     for kind, name in s.topics.inputs().items():
-        schema: Any = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-        topic = app.topic(name, schema=schema, partitions=s.topics.partitions, internal=False)
+        topic = app.topic(name, schema=raw_schema(), partitions=s.topics.partitions, internal=False)
         counter = METRICS.events.labels(stream=kind)
 
         async def count(batch: list[object], counter: object = counter) -> None:
@@ -248,9 +244,7 @@ def run_noop_worker() -> None:
             METRICS.last_progress.set(time.time())
 
         batchdrain.register(app, topic, count)
-    METRICS.serve(s.worker.metrics_port)
-    sys.argv = [sys.argv[0], "worker", "-l", "warn", "--web-port", str(s.worker.web_port), "--web-host", "127.0.0.1"]
-    app.main()
+    run_worker(app, s)
 
 
 def partition_loads(s: Settings) -> dict[int, int]:
@@ -383,7 +377,6 @@ def run_workers(
         t = threading.Thread(target=_produce, args=(s, measured), kwargs={"rate": rate, "restamp": restamp}, daemon=True)
         t.start()
         start = done_at = None
-        cpu0 = cpu1 = 0.0
         each0 = each1 = [0.0] * workers
         busy0 = busy1 = steal0 = steal1 = (0.0, 0.0)
         broker0 = broker1 = 0.0
@@ -392,14 +385,12 @@ def run_workers(
             if total > 0 and start is None:
                 start = time.monotonic()
                 each0 = [_cpu_seconds(p.pid) for p in procs]
-                cpu0 = sum(each0)
                 busy0 = _machine_busy()
                 steal0 = _machine_steal()
                 broker0 = sum(_cpu_seconds(pid) for pid in broker_pids)
             if total >= len(measured):
                 done_at = time.monotonic()
                 each1 = [_cpu_seconds(p.pid) for p in procs]
-                cpu1 = sum(each1)
                 busy1 = _machine_busy()
                 steal1 = _machine_steal()
                 broker1 = sum(_cpu_seconds(pid) for pid in broker_pids)
@@ -415,7 +406,7 @@ def run_workers(
         if start is not None and done_at is not None:
             # first counted event to the last: excludes start-up and partition assignment
             rate_out = len(measured) / max(done_at - start, 1e-9)
-            cpu = cpu1 - cpu0
+            cpu = sum(each1) - sum(each0)
             LAST_RUN.update(cpu_us_per_event=cpu / len(measured) * 1e6, cpu_share=cpu / max(done_at - start, 1e-9) / workers)
             if workers > 1:
                 # the partitions are keyed by identity, so the busiest worker holds the busiest identities

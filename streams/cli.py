@@ -136,16 +136,11 @@ def setup() -> None:
 def worker() -> None:
     """Run a stream worker (Faust): score the three input topics, emit alerts."""
     one_numeric_thread()
-    from .app import create_app
-    from .metrics import METRICS
+    from .app import create_app, run_worker
 
     s = _settings()
     _logging(s.log_level)
-    fapp = create_app(s)
-    METRICS.serve(s.worker.metrics_port)
-    faust_level = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error"}[s.log_level]
-    sys.argv = [sys.argv[0], "worker", "-l", faust_level, "--web-port", str(s.worker.web_port), "--web-host", "127.0.0.1"]
-    fapp.main()
+    run_worker(create_app(s), s)
 
 
 @app.command()
