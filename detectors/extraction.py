@@ -72,14 +72,17 @@ Cost: one assessment per event. The class follows the
 :class:`~detectors.baseline.CoreDetector` protocol, so the suite scores and
 learns an event from the same ``_assess`` (``score_one`` + ``learn_one``
 would compute it twice) and builds the explanation only for a finding.
-The per-event path keeps numpy for the projection (one BLAS call, whose
-results the state keeps to the bit) and does everything else (nearest
-neighbour in the reservoir, cells, novelty, volumes; Shapiro-Wilk on the
-sorted ring every ``shape_every`` distances) on plain Python floats, which
-the compiled build turns into C loops: below ~50 elements a numpy call
-costs more than the arithmetic (the nearest neighbour took 4.6 µs in four
-numpy calls, and about 1 µs compiled, a row abandoned once its partial sum
-exceeds the best so far). The reservoir is kept as rows of float32 values
+The per-event path (the projection, nearest neighbour in the reservoir,
+cells, novelty, volumes; Shapiro-Wilk on the sorted ring every
+``shape_every`` distances) runs on plain Python floats, which the compiled
+build turns into C loops: below ~50 elements a numpy call costs more than
+the arithmetic (the nearest neighbour took 4.6 µs in four numpy calls, and
+about 1 µs compiled, a row abandoned once its partial sum exceeds the best
+so far). The projection of a 16-dimension fingerprint took 2 µs as a list
+converted to an array, one BLAS call and a list again. Each projected
+coordinate is now a sum in input order, so it no longer depends on which
+kernel OpenBLAS picked for the CPU: a replay gives the same bits on every
+machine. The reservoir is kept as rows of float32 values
 (Python floats), serialised as float32 as before. States of version 1 (shape
 statistics computed per query) still load: the statistics are computed from
 the stored ring.
@@ -92,7 +95,6 @@ import struct
 from array import array
 from dataclasses import dataclass
 from functools import lru_cache
-from operator import mul
 from typing import Any, ClassVar, Sequence
 
 import msgspec
@@ -179,8 +181,15 @@ def _shapiro_w_sorted(xs: list[float], mean: float, ssq: float) -> float:
     if ssq <= 1e-300 * n or xs[-1] - xs[0] <= 1e-12 * max(abs(xs[-1]), 1e-300):
         return 1.0
     h = _sw_half(n)
-    # a . x over the ascending sample: the upper half (descending) minus the lower half
-    s = sum(map(mul, h, xs[: n - 1 - len(h) : -1])) - sum(map(mul, h, xs))
+    # a . x over the ascending sample: the upper half (descending) minus the lower half,
+    # each summed in order (as sum() of the products, without a call per product)
+    up = lo = 0.0
+    top = n - 1
+    for i in range(len(h)):
+        hi = h[i]
+        up += hi * xs[top - i]
+        lo += hi * xs[i]
+    s = up - lo
     w = s * s / ssq
     return w if w < 1.0 else 1.0
 
@@ -262,15 +271,29 @@ def _amounts(x: dict[str, Any]) -> tuple[float, float | None, float | None]:
 
 
 @lru_cache(maxsize=300)
-def _projection(dim: int, proj_dims: int, seed: int) -> np.ndarray:
-    # Shared by every key with the same fingerprint length; bounded by max_fp_dims.
+def _projection(dim: int, proj_dims: int, seed: int) -> tuple[tuple[float, ...], ...]:
+    """The seeded Gaussian projection of ``dim`` inputs, as ``proj_dims`` columns of
+    ``dim`` weights. Shared by every key with the same fingerprint length; bounded
+    by max_fp_dims."""
     rng = np.random.default_rng([seed, dim, proj_dims])
     r = rng.standard_normal((dim, proj_dims)) / math.sqrt(proj_dims)
-    r.setflags(write=False)
-    return r
+    return tuple(tuple(col) for col in r.T.tolist())
 
 
-def _fingerprint(x: dict[str, Any], max_dims: int) -> np.ndarray | None:
+def _project(fp: list[float], cols: tuple[tuple[float, ...], ...]) -> list[float]:
+    """``fp`` times the projection: each coordinate summed in input order."""
+    out = []
+    n = len(fp)
+    for col in cols:
+        acc = 0.0
+        for j in range(n):
+            acc += fp[j] * col[j]
+        out.append(acc)
+    return out
+
+
+def _fingerprint(x: dict[str, Any], max_dims: int) -> list[float] | None:
+    """The event's input fingerprint as a list of finite floats, or None."""
     fp = x.get("ueba.input.fingerprint")
     if not isinstance(fp, (list, tuple)) or not 1 <= len(fp) <= max_dims:
         return None
@@ -281,7 +304,9 @@ def _fingerprint(x: dict[str, Any], max_dims: int) -> np.ndarray | None:
         # unbox every float sum and took the slow path below, 4 µs per event.)
         s = sum(fp, 0.0)
         if type(s) is float and s - s == 0.0:
-            return np.array(fp, dtype=np.float64)
+            if all(type(v) is float for v in fp):
+                return fp if type(fp) is list else list(fp)
+            return [float(v) for v in fp]
     except (TypeError, ValueError, OverflowError):
         pass
     try:
@@ -290,7 +315,8 @@ def _fingerprint(x: dict[str, Any], max_dims: int) -> np.ndarray | None:
         return None
     if arr.ndim != 1 or not np.isfinite(arr).all():
         return None
-    return arr
+    out: list[float] = arr.tolist()
+    return out
 
 
 _MASK64 = (1 << 64) - 1
@@ -378,7 +404,7 @@ class _Assessment:
         self.dmin: float | None = None
         self.cell_bit = -1
         self.novel = False
-        self.fp: np.ndarray | None = None
+        self.fp: list[float] | None = None
 
 
 #: State versions: 1 computed the shape statistics for every query; 2 keeps the
@@ -735,11 +761,12 @@ class ExtractionDetector(CoreDetector):
         self._cw = [v * p.cell_width for v in self.sd[: p.cell_dims]]
         self._eps = self._dup_eps()
 
-    def _inputs(self, fp: np.ndarray, a: _Assessment) -> None:
+    def _inputs(self, fp: list[float], a: _Assessment) -> None:
         p: ExtractionParams = self.params
-        if self.fp_dim and fp.shape[0] != self.fp_dim:
+        dim = len(fp)
+        if self.fp_dim and dim != self.fp_dim:
             return  # a different fingerprint space: not comparable (see learn_one)
-        proj: list[float] = _dot(fp, _projection(fp.shape[0], p.proj_dims, p.seed)).tolist()
+        proj = _project(fp, _projection(dim, p.proj_dims, p.seed))
         a.proj = proj
         d = self._mindist(proj)
         a.dmin = d
@@ -767,14 +794,18 @@ class ExtractionDetector(CoreDetector):
         n = self.md_len
         if n < p.shapiro_min:
             return None
-        srt = sorted(self.md[:n].tolist())
-        total = sum(srt)
+        srt: list[float] = sorted(self.md[:n].tolist())
+        total = sq = 0.0
+        for v in srt:  # summed in order, as sum() would
+            total += v
+            sq += v * v
         mean = total / n
-        sq = sum(map(mul, srt, srt))
         ssq = sq - total * mean
         if ssq < 1e-6 * sq:  # nearly constant: the one-pass form loses digits
-            dev = [v - mean for v in srt]
-            ssq = sum(map(mul, dev, dev))
+            ssq = 0.0
+            for v in srt:
+                d = v - mean
+                ssq += d * d
         w = _shapiro_w_sorted(srt, mean, ssq)
         if w >= 1.0:
             wz = -10.0
@@ -890,9 +921,9 @@ class ExtractionDetector(CoreDetector):
             ),
         )
 
-    def _learn_fingerprint(self, fp: np.ndarray, a: _Assessment, protected: bool) -> None:
+    def _learn_fingerprint(self, fp: list[float], a: _Assessment, protected: bool) -> None:
         p: ExtractionParams = self.params
-        dim = fp.shape[0]
+        dim = len(fp)
         if self.fp_dim == 0:
             self._reset_fingerprints(dim)
         elif dim != self.fp_dim:
@@ -912,7 +943,7 @@ class ExtractionDetector(CoreDetector):
         if a.proj is not None:
             proj, d = a.proj, a.dmin
         else:
-            proj = _dot(fp, _projection(dim, p.proj_dims, p.seed)).tolist()
+            proj = _project(fp, _projection(dim, p.proj_dims, p.seed))
             d = self._mindist(proj)
         frozen = self.fp_n >= p.fp_warmup
         if d is not None and d <= (self._eps if frozen else 1e-9):
@@ -1029,7 +1060,6 @@ class ExtractionDetector(CoreDetector):
 
 _F32 = struct.Struct("<f")
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
-_dot = np.dot
 erfc = math.erfc
 
 

@@ -329,7 +329,7 @@ class DetectorSuite:
                             explain: Callable[[str, str, str, float], bool] | None = None) -> list[Finding]:
         cfg = self.calibration
         assert cfg is not None
-        cal = getattr(state, "cal", None)
+        cal: _EntityCalibration | None = getattr(state, "cal", None)  # typed: native calls below
         keys = self._calkeys
         if cal is None or cal.dets != keys:
             cal = _EntityCalibration(keys, cfg, old=cal)
@@ -352,8 +352,12 @@ class DetectorSuite:
         hs = cal.hs
         for det, (i, core, learn_all, rawsur, min_score, dense, key) in zip(state, self._plan):
             expl: Explanation | None = None
+            # A core detector is called through its native type: in the compiled build
+            # these are direct calls returning unboxed values, not Python method calls.
+            cd: CoreDetector | None = None
             if core:
-                s, raw, ctx = det._assess(flat, ts, g)
+                cd = cast(CoreDetector, det)
+                s, raw, ctx = cd._assess(flat, ts, g)
             else:
                 sc = det.score_one(flat, ts)
                 s, raw, expl = sc.score, sc.raw, sc.explanation
@@ -362,8 +366,8 @@ class DetectorSuite:
             # candidate alert, or to raise the hour's maximum: scores are monotone
             # in p, bar saturation at 100).
             if s >= _RAW_GATE or s > hs[i]:
-                if core:
-                    r = det._surprise(s, raw, ctx) if s > 0.0 else 0.0
+                if cd is not None:
+                    r = cd._surprise(s, raw, ctx) if s > 0.0 else 0.0
                 else:
                     r = surprise_of_score(s)
                     if rawsur and s > 0.0 and raw > r:
@@ -375,12 +379,12 @@ class DetectorSuite:
                     if hit is not None:
                         p, info = hit
                         found: Score | None = None
-                        if core and explain is not None and self._askable[i] and not explain(
+                        if cd is not None and explain is not None and self._askable[i] and not explain(
                                 self.names[i], self._etype(i, flat), _entity_of(self.kind, flat), round(score_from_p(p), 3)):
                             found = Score(score_from_p(p), raw, None)  # the caller only counts it: not explained
                         else:
-                            if core:
-                                expl = det._explain(ctx, g)
+                            if cd is not None:
+                                expl = cd._explain(ctx, g)
                             if expl is not None:
                                 found = Score(score_from_p(p), raw, _with_calibration(expl, s, p, info))
                         if found is not None:
@@ -388,8 +392,8 @@ class DetectorSuite:
                                 findings = []
                             findings.append(self._finding(i, found, flat, g))
                 cal.observe(i, s, r, ts)
-            if core:
-                det._learn(flat, ts, g, s, ctx)
+            if cd is not None:
+                cd._learn(flat, ts, g, s, ctx)
             elif learn_all or s < self.protect_score:
                 det.learn_one(flat, ts)
         return findings or []

@@ -191,3 +191,45 @@ def test_shape_statistics_are_recomputed_every_shape_every_distances():
     # what the score adds for them is derived (and the same after a round trip)
     clone = ExtractionDetector.from_bytes(det.to_bytes(), p)
     assert clone._shp == det._shp and clone.sh == det.sh
+
+
+def test_projection_is_an_ordered_sum_close_to_blas():
+    from detectors.extraction import _project, _projection
+
+    rng = np.random.default_rng(3)
+    for dim in (1, 16, 64, 256):
+        cols = _projection(dim, 8, 20190617)
+        r = np.array(cols).T  # (dim, 8), the seeded Gaussian matrix
+        assert r.shape == (dim, 8) and abs(float(r.std()) * np.sqrt(8) - 1.0) < (0.5 if dim == 1 else 0.2)
+        for _ in range(50):
+            fp = rng.standard_normal(dim).tolist()
+            got = _project(fp, cols)
+            want = np.asarray(fp) @ r
+            assert got == pytest.approx(want.tolist(), rel=1e-12, abs=1e-12)
+            # input order, one coordinate at a time: the same bits on every machine
+            assert got[3] == sum(f * c for f, c in zip(fp, cols[3]))
+
+
+def test_fingerprints_are_validated_and_read_as_floats():
+    from detectors.extraction import _fingerprint
+
+    ok = [0.5, -1.25, 3.0]
+    assert _fingerprint({"ueba.input.fingerprint": ok}, 256) == ok
+    assert _fingerprint({"ueba.input.fingerprint": (1, 2, True)}, 256) == [1.0, 2.0, 1.0]
+    got = _fingerprint({"ueba.input.fingerprint": [np.float32(0.5), 2]}, 256)
+    assert got == [0.5, 2.0] and all(type(v) is float for v in got)
+    for bad in ([1.0, float("nan")], [1.0, float("inf")], [1.0, "x"], [[1.0, 2.0]], [10**400], [], "1,2", None):
+        assert _fingerprint({"ueba.input.fingerprint": bad}, 256) is None, bad
+    assert _fingerprint({"ueba.input.fingerprint": [0.0] * 257}, 256) is None
+    # an integer fingerprint scores exactly as the same values given as floats
+    a, b = ExtractionDetector(), ExtractionDetector()
+    rnd = random.Random(5)
+    for i in range(300):
+        fp = [rnd.randint(-5, 5) for _ in range(16)]
+        t = 10.0 * i
+        sa = a.score_one({"ueba.input.fingerprint": fp}, t)
+        sb = b.score_one({"ueba.input.fingerprint": [float(v) for v in fp]}, t)
+        assert sa.score == sb.score
+        a.learn_one({"ueba.input.fingerprint": fp}, t)
+        b.learn_one({"ueba.input.fingerprint": [float(v) for v in fp]}, t)
+    assert a.to_bytes() == b.to_bytes() and a.fp_n > 50
