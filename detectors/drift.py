@@ -642,7 +642,7 @@ class TelemetryDriftDetector(CoreDetector):
         refs = self._ref_shares()
         scale = self.scale
         sc2 = scale * scale
-        cur_all = self.cur.tolist()
+        cur_all = self.cur
         s2_all = self.s2
         active = self.active
         log = math.log
@@ -654,7 +654,7 @@ class TelemetryDriftDetector(CoreDetector):
                 continue
             pv[v] = 1.0
             over[v] = 0
-            c = cur_all[v * nb : (v + 1) * nb]
+            c = cur_all[v * nb : (v + 1) * nb].tolist()  # only the variables refreshed
             tot = sum(c)
             s2 = s2_all[v] * sc2
             if tot <= 0.0 or s2 <= 0.0:

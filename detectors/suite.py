@@ -640,8 +640,8 @@ class _EntityCalibration:
         if r > self.dmax[i]:
             self.dmax[i] = r
 
-    def p_day(self, i: int, r: float, ref: tuple, who: int, cfg: DayCalibration, ts: float,
-              dense: bool) -> tuple[float, dict[str, Any]]:
+    def p_day(self, i: int, r: float, ref: tuple[TailSketch | None, str | None, float], who: int,
+              cfg: DayCalibration, ts: float, dense: bool) -> tuple[float, dict[str, Any]]:
         """Per-identity-day tail probability of surprise ``r`` of detector ``i``, and what it rests on."""
         judge, name, s0 = ref
         if judge is None:
@@ -657,7 +657,8 @@ class _EntityCalibration:
             p = max(p, p_own)
         return p, info
 
-    def p_day_hit(self, i: int, r: float, ref: tuple, who: int, cfg: DayCalibration, ts: float, dense: bool,
+    def p_day_hit(self, i: int, r: float, ref: tuple[TailSketch | None, str | None, float], who: int,
+                  cfg: DayCalibration, ts: float, dense: bool,
                   min_score: float) -> tuple[float, dict[str, Any]] | None:
         """:meth:`p_day` when its score reaches ``min_score``, else None: the same
         decision, but the identity's own days (and the details) are only looked at
