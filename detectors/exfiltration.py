@@ -94,13 +94,8 @@ class ExfiltrationParams(WindowedParams):
         Active days before the slow-drip test runs.
     """
 
-    window: float = 3600.0
     warmup: int = 24
     half_life: float = 14 * 86400.0
-    min_log_std: float = 0.5
-    drip_k: float = 0.5
-    drip_zmax: float = 3.0
-    drip_warmup: int = 7
 
 
 class ExfiltrationDetector(CoreDetector):

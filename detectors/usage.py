@@ -58,12 +58,8 @@ class ApiUsageParams(WindowedParams):
     window: float = 300.0
     warmup: int = 12
     half_life: float = 7 * 86400.0
-    min_log_std: float = 0.5
     error_prior: float = 0.02
     prior_weight: float = 5.0
-    drip_k: float = 0.5
-    drip_zmax: float = 3.0
-    drip_warmup: int = 7
 
 
 _HEAD = struct.Struct("<qdd")
